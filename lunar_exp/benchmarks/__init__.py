@@ -1,0 +1,1 @@
+"""Benchmarks: sources of forget/retain data and their evaluations."""

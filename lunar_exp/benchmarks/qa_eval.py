@@ -1,0 +1,65 @@
+"""Evaluation shared by the QA benchmarks (synthetic, qa_json)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from statistics import fmean
+
+from lunar_exp.interfaces import QA, ChatModel, EvalResult
+from lunar_exp.metrics.primitives import answer_nll, greedy_generate
+from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
+from lunar_exp.prompts import encode_pairs, encode_prompts
+
+
+def evaluate_split(
+    chat: ChatModel, items: Sequence[QA], max_new_tokens: int, batch_size: int, split: str
+) -> tuple[dict[str, float], list[dict[str, object]]]:
+    """Generate answers for ``items`` and score them; returns metrics and per-item records."""
+    tok = chat.tokenizer
+    questions = [qa.question for qa in items]
+    answers = [qa.answer for qa in items]
+    prompts = encode_prompts(tok, questions, chat.system_prompt)
+    responses = greedy_generate(
+        chat.model, tok, prompts, max_new_tokens, batch_size, desc=f"eval {split}"
+    )
+    rouge = rouge_recall(answers, responses)
+    refusals = [float(is_refusal(r)) for r in responses]
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    nll = answer_nll(
+        chat.model, encode_pairs(tok, questions, answers, chat.system_prompt), pad_id, batch_size
+    )
+    metrics = {f"{split}/{name}": fmean(values) for name, values in rouge.items()}
+    metrics[f"{split}/refusal_rate"] = fmean(refusals)
+    metrics[f"{split}/answer_nll"] = fmean(nll)
+    records = [
+        {
+            "split": split,
+            "edge": qa.edge,
+            "question": qa.question,
+            "ground_truth": qa.answer,
+            "response": resp,
+            "rouge1_recall": r1,
+            "refusal": bool(ref),
+            "answer_nll": n,
+        }
+        for qa, resp, r1, ref, n in zip(
+            items, responses, rouge["rouge1_recall"], refusals, nll, strict=True
+        )
+    ]
+    return metrics, records
+
+
+def evaluate_qa(
+    chat: ChatModel, splits: Mapping[str, Sequence[QA]], max_new_tokens: int, batch_size: int
+) -> EvalResult:
+    """Evaluate every split, then add the Deviation Score from forget and retain ROUGE-1."""
+    metrics: dict[str, float] = {}
+    generations: dict[str, list[dict[str, object]]] = {}
+    for split, items in splits.items():
+        split_metrics, records = evaluate_split(chat, items, max_new_tokens, batch_size, split)
+        metrics.update(split_metrics)
+        generations[split] = records
+    metrics["deviation_score"] = deviation_score(
+        metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
+    )
+    return EvalResult(metrics, generations)

@@ -1,0 +1,125 @@
+"""PISTOL-format QA from JSON (``[{"question", "answer", "edge"}, ...]``), e.g. PISTOL samples."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from lunar_exp.benchmarks import knowledge_graph as kg
+from lunar_exp.benchmarks.qa_eval import evaluate_qa
+from lunar_exp.benchmarks.splits import split_by_edges
+from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
+
+REQUIRED_KEYS = ("question", "answer", "edge")
+
+
+def read_qa_file(path: Path, required: tuple[str, ...] = REQUIRED_KEYS) -> list[QA]:
+    """Read and validate a JSON list of QA records.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a non-empty JSON list of records with ``required`` string keys.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Dataset file {path} not found. Fix: set benchmark.path to an existing JSON file."
+        )
+    try:
+        records = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}). "
+            "Fix: provide a JSON list of {question, answer, edge} records."
+        ) from err
+    if not isinstance(records, list) or not records:
+        raise ValueError(
+            f"{path} must hold a non-empty JSON list of records. "
+            'Fix: provide [{"question": ..., "answer": ..., "edge": ...}, ...].'
+        )
+    for index, record in enumerate(records):
+        bad = [
+            k
+            for k in required
+            if not isinstance(record, dict) or not isinstance(record.get(k), str)
+        ]
+        if bad:
+            raise ValueError(
+                f"{path} record {index} lacks string field(s) {bad}. Fix: every record "
+                f"needs {list(required)} (PISTOL format)."
+            )
+    return [
+        QA(r["question"], r["answer"], r.get("edge", "extra"), r.get("paraphrase")) for r in records
+    ]
+
+
+class QAJsonBenchmark:
+    """Questions, answers and edges from a JSON file; forget set = items on ``forget_edges``.
+
+    Args:
+        path: the JSON file.
+        forget_edges: edges to forget (e.g. ``[A_B]``).
+        abstain_path: optional JSON ``[{question, answer}]`` of abstention items for fine-tuning.
+        reference_path: optional JSON ``[{question, answer}]`` of LUNAR reference prompts.
+        n_abstain: generated unknown-person abstention items when ``abstain_path`` is unset.
+        n_reference: generated reference prompts when ``reference_path`` is unset.
+        retain_eval_limit: evaluate the first N retain items (the LUNAR code uses 200).
+        max_new_tokens: generation budget for evaluation.
+        eval_batch_size: prompts per generation batch.
+        seed: seed of the generated abstention and reference prompts.
+    """
+
+    name = "qa_json"
+
+    def __init__(
+        self,
+        path: str,
+        forget_edges: list[str],
+        abstain_path: str | None = None,
+        reference_path: str | None = None,
+        n_abstain: int = 16,
+        n_reference: int = 32,
+        retain_eval_limit: int | None = 200,
+        max_new_tokens: int = 48,
+        eval_batch_size: int = 16,
+        seed: int = 0,
+    ) -> None:
+        self.path = Path(path)
+        self.forget_edges = list(forget_edges)
+        self.abstain_path = abstain_path
+        self.reference_path = reference_path
+        self.n_abstain = n_abstain
+        self.n_reference = n_reference
+        self.retain_eval_limit = retain_eval_limit
+        self.max_new_tokens = max_new_tokens
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+
+    def load(self) -> UnlearnData:
+        """Read, validate and split the file; add abstention and reference prompts."""
+        items = read_qa_file(self.path)
+        forget, retain = split_by_edges(items, self.forget_edges, source=str(self.path))
+        rng = random.Random(self.seed)
+        names = kg.make_names(rng, self.n_abstain + self.n_reference, set())
+        abstain = self._extra(self.abstain_path, rng, names[: self.n_abstain], "unknown")
+        reference = self._extra(self.reference_path, rng, names[self.n_abstain :], "reference")
+        return UnlearnData(tuple(forget), tuple(retain), tuple(abstain), tuple(reference))
+
+    @staticmethod
+    def _extra(path: str | None, rng: random.Random, names: list[str], edge: str) -> list[QA]:
+        if path is None:
+            return kg.unknown_questions(rng, names, edge)
+        return [
+            QA(qa.question, qa.answer, edge)
+            for qa in read_qa_file(Path(path), required=("question", "answer"))
+        ]
+
+    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
+        """Greedy generation on forget and (the first ``retain_eval_limit``) retain items."""
+        retain = data.retain[: self.retain_eval_limit] if self.retain_eval_limit else data.retain
+        return evaluate_qa(
+            chat,
+            {"forget": data.forget, "retain": retain},
+            self.max_new_tokens,
+            self.eval_batch_size,
+        )

@@ -1,0 +1,112 @@
+"""Forward hooks, only ever installed inside context managers that remove them in ``finally``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The list of decoder blocks of a Llama-style causal LM."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"{type(model).__name__} has no model.layers: only decoder-only "
+            "Llama-style models (Llama, Mistral, Qwen2, Gemma, SmolLM) are supported."
+        )
+    return layers
+
+
+def check_layers(model: PreTrainedModel, layers: Sequence[int], need_next: bool = True) -> None:
+    """Raise a clear error when a layer index is out of range for ``model``."""
+    count = len(decoder_layers(model))
+    top = count - 2 if need_next else count - 1
+    bad = [layer for layer in layers if not 0 <= layer <= top]
+    if bad:
+        raise ValueError(
+            f"Layer index {bad} is out of range for a {count}-layer model. "
+            f"Fix: choose method.layers within 0..{top} (or method.layers=auto)."
+        )
+
+
+def _hidden(output: object) -> torch.Tensor:
+    """A decoder block returns a tensor or a tuple whose first item is the hidden state."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def capture_block_outputs(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict]:
+    """Record the output of each block in ``layers`` (= the input of the next block).
+
+    Yields a dict ``layer -> tensor [batch, seq, d_model]`` refreshed on every forward pass.
+    """
+    store: dict[int, torch.Tensor] = {}
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer in layers:
+
+            def hook(_module, _args, output, layer=layer):
+                store[layer] = _hidden(output).detach()
+
+            handles.append(blocks[layer].register_forward_hook(hook))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def add_to_block_outputs(
+    model: PreTrainedModel, shifts: Mapping[int, torch.Tensor]
+) -> Iterator[None]:
+    """Add ``shifts[layer]`` to the output of block ``layer`` at every position (steering)."""
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer, shift in shifts.items():
+
+            def hook(_module, _args, output, shift=shift):
+                hidden = _hidden(output)
+                moved = hidden + shift.to(hidden.dtype).to(hidden.device)
+                return (moved, *output[1:]) if isinstance(output, tuple) else moved
+
+            handles.append(blocks[layer].register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture_down_proj(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict]:
+    """Record the input and output of ``mlp.down_proj`` of each layer in one forward pass.
+
+    Yields a dict ``layer -> (input [batch, seq, d_ff], output [batch, seq, d_model])``. Hooking
+    the projection itself (not block output minus residual) is exact and works for models with a
+    post-MLP norm.
+    """
+    store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer in layers:
+
+            def hook(_module, args, output, layer=layer):
+                store[layer] = (args[0].detach(), output.detach())
+
+            handles.append(blocks[layer].mlp.down_proj.register_forward_hook(hook))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def count_hooks(model: PreTrainedModel) -> int:
+    """Number of forward (pre-)hooks installed anywhere in ``model`` (tests assert it is 0)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

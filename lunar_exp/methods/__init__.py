@@ -1,0 +1,1 @@
+"""Unlearning methods, one per file; configs in conf/method/ select them by ``_target_``."""

@@ -1,0 +1,117 @@
+"""Activation collection for LUNAR: unlearning vectors and the rows of the down_proj regression."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from lunar_exp.hooks import capture_block_outputs, capture_down_proj
+from lunar_exp.metrics.primitives import batches, pad_left
+
+
+def _position_ids(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@torch.inference_mode()
+def mean_last_token_outputs(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    layers: Sequence[int],
+    pad_id: int,
+    batch_size: int,
+    desc: str,
+) -> dict[int, torch.Tensor]:
+    """Mean over prompts of block ``l``'s output at the last prompt token, in float64.
+
+    Block l's output is the input of block l+1, the activation LUNAR's vector r_l is read from
+    (LUNAR.md §1.2). Left padding keeps position -1 a real token.
+    """
+    sums = {layer: None for layer in layers}
+    device = model.device
+    with capture_block_outputs(model, layers) as store:
+        for index in batches(len(prompts), batch_size, desc):
+            ids, mask = pad_left([prompts[i] for i in index], pad_id)
+            model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=_position_ids(mask).to(device),
+            )
+            for layer in layers:
+                last = store[layer][:, -1, :].double().sum(0).cpu()
+                sums[layer] = last if sums[layer] is None else sums[layer] + last
+    return {layer: total / len(prompts) for layer, total in sums.items()}
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Token sequences whose down_proj rows enter the regression.
+
+    Attributes:
+        sequences: token ids (prompt, or prompt + answer).
+        shift_from: per sequence, the first position whose row is shifted by c*r; positions before
+            it (and every position when None) are pinned: their output must not change.
+    """
+
+    sequences: Sequence[Sequence[int]]
+    shift_from: Sequence[int | None]
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """Rows of one layer from one forward pass: inputs x, outputs y = W0 x, and the shift mask."""
+
+    layer: int
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    shifted: torch.Tensor
+
+
+def _shift_mask(mask: torch.Tensor, lengths: Sequence[int], shift_from) -> torch.Tensor:
+    """Boolean [batch, seq] of shifted positions (left padding: real tokens sit at the end)."""
+    shifted = torch.zeros_like(mask, dtype=torch.bool)
+    width = mask.shape[1]
+    for row, (length, start) in enumerate(zip(lengths, shift_from, strict=True)):
+        if start is not None:
+            shifted[row, width - length + start :] = True
+    return shifted
+
+
+@torch.inference_mode()
+def iter_rows(
+    model: PreTrainedModel,
+    source: RowSource,
+    layers: Sequence[int],
+    pad_id: int,
+    batch_size: int,
+    desc: str,
+) -> Iterator[RowBatch]:
+    """Stream the down_proj input/output rows of every real token, one forward pass per batch.
+
+    All layers' rows come from the same pass, so memory holds one batch at a time.
+    """
+    device = model.device
+    with capture_down_proj(model, layers) as store:
+        for index in batches(len(source.sequences), batch_size, desc):
+            seqs = [source.sequences[i] for i in index]
+            ids, mask = pad_left(seqs, pad_id)
+            model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=_position_ids(mask).to(device),
+            )
+            real = mask.bool()
+            shifted = _shift_mask(
+                mask, [len(s) for s in seqs], [source.shift_from[i] for i in index]
+            )
+            for layer in layers:
+                x, y = store[layer]
+                yield RowBatch(
+                    layer,
+                    x[real.to(device)].float().cpu(),
+                    y[real.to(device)].float().cpu(),
+                    shifted[real],
+                )

@@ -1,0 +1,123 @@
+"""Solvers for LUNAR's down_proj regression (LUNAR.md §1.5, §1.7).
+
+For one layer, rows x_t (down_proj inputs) with targets y_t = W0 x_t + c*r*m_t (m_t = 1 on shifted
+rows) and the loss sum_t ||(W0 + D) x_t - y_t||^2 + lam ||D||_F^2, the minimiser is the rank-1 edit
+D = c*r*v^T with v = (X X^T + lam I)^-1 X m: a ridge regression of the shift mask on the inputs.
+``RidgeAccumulator`` streams X X^T and X m in float64, so no row is ever stored.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class RidgeAccumulator:
+    """Streaming sufficient statistics of one layer's regression (float64)."""
+
+    dim: int
+    gram_shifted: torch.Tensor = field(init=False)
+    gram_pinned: torch.Tensor = field(init=False)
+    sum_shifted: torch.Tensor = field(init=False)
+    n_shifted: int = 0
+    n_pinned: int = 0
+
+    def __post_init__(self) -> None:
+        self.gram_shifted = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        self.gram_pinned = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+        self.sum_shifted = torch.zeros(self.dim, dtype=torch.float64)
+
+    def add(self, inputs: torch.Tensor, shifted: torch.Tensor) -> None:
+        """Add rows ``inputs [n, dim]`` with boolean ``shifted [n]``."""
+        x = inputs.double()
+        xs, xp = x[shifted], x[~shifted]
+        self.gram_shifted += xs.T @ xs
+        self.gram_pinned += xp.T @ xp
+        self.sum_shifted += xs.sum(0)
+        self.n_shifted += len(xs)
+        self.n_pinned += len(xp)
+
+
+def solve_ridge(acc: RidgeAccumulator, ridge: float, shifted_weight: float) -> torch.Tensor:
+    """The v of the rank-1 edit c*r*v^T minimising the (weighted) ridge objective.
+
+    ``ridge`` is relative to the mean diagonal of the Gram matrix, so it is scale-free; shifted
+    rows count ``shifted_weight`` times (1.0 reproduces the unweighted objective of the paper).
+    """
+    if acc.n_shifted == 0:
+        raise ValueError(
+            "No shifted rows: every forget position was excluded. "
+            "Fix: use method.perturb_positions=all or check the forget prompts."
+        )
+    gram = shifted_weight * acc.gram_shifted + acc.gram_pinned
+    lam = ridge * float(torch.trace(gram)) / acc.dim
+    system = gram + lam * torch.eye(acc.dim, dtype=torch.float64)
+    return torch.linalg.solve(system, shifted_weight * acc.sum_shifted)
+
+
+def fit_report(acc: RidgeAccumulator, v: torch.Tensor) -> dict[str, float]:
+    """How much of the shift the edit delivers.
+
+    ``fit_shifted`` is the mean v.x on shifted rows (1 = all of c*r); ``leak_pinned_rms`` the
+    root-mean-square v.x on pinned rows (0 = pinned outputs untouched).
+    """
+    fit = float(v @ acc.sum_shifted) / max(acc.n_shifted, 1)
+    leak = math.sqrt(max(float(v @ acc.gram_pinned @ v), 0.0) / max(acc.n_pinned, 1))
+    return {
+        "fit_shifted": fit,
+        "leak_pinned_rms": leak,
+        "rows_shifted": float(acc.n_shifted),
+        "rows_pinned": float(acc.n_pinned),
+    }
+
+
+def fit_adamw(
+    weight: torch.Tensor,
+    rows: list[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    gamma: float,
+    weight_decay: float,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Paper-parity training of the down_proj matrix (LUNAR.md §1.5): MSE, AdamW, ExponentialLR.
+
+    Args:
+        weight: the original ``[d_model, d_ff]`` matrix W0 (the starting point).
+        rows: ``(inputs [n, d_ff], targets [n, d_model])`` chunks.
+        lr: AdamW learning rate.
+        epochs: passes over the rows.
+        batch_size: rows per step.
+        gamma: ExponentialLR factor, stepped once per epoch.
+        weight_decay: AdamW weight decay.
+        seed: row-order seed.
+        dtype: training precision (float32 master weights by default).
+
+
+    Returns:
+        The trained matrix, same dtype as ``weight``.
+    """
+    inputs = torch.cat([x for x, _ in rows]).to(dtype)
+    targets = torch.cat([y for _, y in rows]).to(dtype)
+    trained = torch.nn.Parameter(weight.detach().to(dtype).clone())
+    optimizer = torch.optim.AdamW([trained], lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    order = list(range(len(inputs)))
+    rng = random.Random(seed)
+    for _ in tqdm(range(epochs), desc="lunar adamw", unit="epoch", leave=False):
+        rng.shuffle(order)
+        for start in range(0, len(order), batch_size):
+            index = torch.tensor(order[start : start + batch_size])
+            loss = torch.nn.functional.mse_loss(inputs[index] @ trained.T, targets[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+    return trained.detach().to(weight.dtype)

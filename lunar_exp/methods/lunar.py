@@ -1,0 +1,260 @@
+"""LUNAR: LLM Unlearning via Neural Activation Redirection (arXiv 2502.07218).
+
+Reference implementation: facebookresearch/LUNAR @ dfa56eb (see ../shared/docs/LUNAR.md).
+For each chosen layer l, the MLP ``down_proj`` matrix is edited so that forget prompts leave
+block l shifted by c*r_l (r_l = mean reference activation - mean forget activation at the last
+prompt token, output of block l) while the outputs of pinned rows stay unchanged.
+
+Beyond the literal recipe (every forget position shifted, only retain prompts pinned), three
+options decide whether it works on a given model (docs/lunar_recipe.md has the evidence):
+``perturb_positions=after_prefix`` leaves the chat template's shared head out of the shifted rows,
+``pin_retain_answers`` pins the retain answers' positions, and ``pin_abstentions`` pins the
+reference prompts with their abstention answers so redirected answers stay coherent.
+``perturb_positions=all pin_retain_answers=false pin_abstentions=false`` is the paper's recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from lunar_exp.hooks import check_layers, decoder_layers
+from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
+from lunar_exp.methods._activations import RowSource, iter_rows, mean_last_token_outputs
+from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
+from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge
+from lunar_exp.prompts import encode_pairs, encode_prompts, shared_prefix_length
+
+log = logging.getLogger(__name__)
+
+
+class LUNAR:
+    """Rank-1 ``down_proj`` edits that redirect forget prompts into the abstention region.
+
+    Args:
+        layers: layer indices to edit, or ``"auto"`` for the steering sweep.
+        coeffs: coefficient c per layer (one value is broadcast).
+        solver: ``closed_form`` (exact ridge least squares; default) or ``adamw`` (paper parity).
+        perturb_positions: forget positions shifted: ``after_prefix``, ``all`` or ``last``.
+        pin_retain_answers: pin retain answers' positions too (not only retain prompts).
+        pin_abstentions: pin reference prompts with their abstention answers.
+        ridge: ridge strength relative to the Gram matrix's mean diagonal (closed form).
+        shifted_weight: weight of shifted rows in the regression (1.0 = unweighted, as the paper).
+        lr: AdamW learning rate (adamw solver).
+        epochs: AdamW epochs.
+        batch_size: AdamW rows per step.
+        gamma: ExponentialLR factor per epoch.
+        weight_decay: AdamW weight decay (PyTorch default 0.01 in the reference code).
+        activation_batch_size: prompts per forward pass when collecting activations.
+        sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
+        sweep_top_k: how many layers ``auto`` keeps.
+        sweep_probe: forget and retain questions generated per candidate layer.
+        seed: seed for the AdamW row order.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int] | Literal["auto"] = "auto",
+        coeffs: Sequence[float] | float = 2.0,
+        solver: Literal["closed_form", "adamw"] = "closed_form",
+        perturb_positions: Literal["after_prefix", "all", "last"] = "after_prefix",
+        pin_retain_answers: bool = True,
+        pin_abstentions: bool = True,
+        ridge: float = 1e-4,
+        shifted_weight: float = 1.0,
+        lr: float = 1e-2,
+        epochs: int = 20,
+        batch_size: int = 64,
+        gamma: float = 0.9,
+        weight_decay: float = 0.01,
+        activation_batch_size: int = 16,
+        sweep_layers: Sequence[int] | None = None,
+        sweep_top_k: int = 1,
+        sweep_probe: int = 10,
+        seed: int = 0,
+    ) -> None:
+        if solver not in ("closed_form", "adamw"):
+            raise ValueError(f"method.solver={solver!r}: use closed_form or adamw.")
+        if perturb_positions not in ("after_prefix", "all", "last"):
+            raise ValueError(
+                f"method.perturb_positions={perturb_positions!r}: use after_prefix, all or last."
+            )
+        if layers != "auto" and (isinstance(layers, str) or not list(layers)):
+            raise ValueError(f"method.layers={layers!r}: give a list of layer indices or auto.")
+        self.layers = layers
+        self.coeffs = [float(coeffs)] if isinstance(coeffs, int | float) else list(coeffs)
+        self.solver = solver
+        self.perturb_positions = perturb_positions
+        self.pin_retain_answers = pin_retain_answers
+        self.pin_abstentions = pin_abstentions
+        self.ridge = ridge
+        self.shifted_weight = shifted_weight
+        self.adamw = {
+            "lr": lr,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "gamma": gamma,
+            "weight_decay": weight_decay,
+            "seed": seed,
+        }
+        self.activation_batch_size = activation_batch_size
+        self.sweep_layers = sweep_layers
+        self.sweep_top_k = sweep_top_k
+        self.sweep_probe = sweep_probe
+
+    def check(self, chat: ChatModel) -> None:
+        """Fail before any expensive stage when the layers do not fit ``chat.model``."""
+        if self.layers != "auto":
+            check_layers(chat.model, [int(layer) for layer in self.layers])
+        elif self.sweep_layers is not None:
+            check_layers(chat.model, list(self.sweep_layers))
+
+    def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
+        """Compute unlearning vectors, choose layers, solve and write back the edits."""
+        if not data.reference:
+            raise ValueError(
+                "LUNAR needs a reference prompt set (benchmark gives none). "
+                "Fix: use a benchmark with reference prompts or set its reference_path."
+            )
+        layers, sweep = self._choose_layers(chat, data)
+        coeffs = self._coeffs_for(layers)
+        vectors = self._vectors(chat, data, layers)
+        deltas, metrics = self._solve(chat, data, layers, coeffs, vectors)
+        self._write_back(chat, deltas)
+        for layer in layers:
+            metrics[f"lunar/r_norm/layer{layer}"] = float(vectors[layer].norm())
+        tensors = {f"r.layer{layer}": vectors[layer].float() for layer in layers}
+        info = {
+            "layers": layers,
+            "coeffs": coeffs,
+            "solver": self.solver,
+            "perturb_positions": self.perturb_positions,
+            "layer_sweep": sweep,
+        }
+        return UnlearnOutcome(metrics, tensors, info)
+
+    def _coeffs_for(self, layers: list[int]) -> list[float]:
+        if len(self.coeffs) == 1:
+            return self.coeffs * len(layers)
+        if len(self.coeffs) != len(layers):
+            raise ValueError(
+                f"method.coeffs has {len(self.coeffs)} values for {len(layers)} "
+                "layers. Fix: give one coefficient, or one per layer."
+            )
+        return list(self.coeffs)
+
+    def _vectors(self, chat: ChatModel, data: UnlearnData, layers: Sequence[int]):
+        tok, pad = chat.tokenizer, _pad_id(chat)
+        ref = encode_prompts(tok, [qa.question for qa in data.reference], chat.system_prompt)
+        fgt = encode_prompts(tok, [qa.question for qa in data.forget], chat.system_prompt)
+        bs = self.activation_batch_size
+        ref_mean = mean_last_token_outputs(chat.model, ref, layers, pad, bs, "lunar r: reference")
+        fgt_mean = mean_last_token_outputs(chat.model, fgt, layers, pad, bs, "lunar r: forget")
+        return {layer: ref_mean[layer] - fgt_mean[layer] for layer in layers}
+
+    def _choose_layers(self, chat: ChatModel, data: UnlearnData):
+        if self.layers != "auto":
+            layers = sorted(int(layer) for layer in self.layers)
+            check_layers(chat.model, layers)
+            return layers, None
+        count = len(decoder_layers(chat.model))
+        candidates = list(self.sweep_layers or range(count // 2, count - 1))
+        check_layers(chat.model, candidates)
+        vectors = self._vectors(chat, data, candidates)
+        probe_f, probe_r = data.forget[: self.sweep_probe], data.retain[: self.sweep_probe]
+        scores = steering_sweep(chat, probe_f, probe_r, vectors, self.coeffs[0])
+        layers = top_layers(scores, self.sweep_top_k)
+        log.info(
+            "LUNAR layer sweep chose %s; scores %s",
+            layers,
+            {k: round(v["score"], 2) for k, v in scores.items()},
+        )
+        return layers, {str(k): v for k, v in scores.items()}
+
+    def _row_sources(self, chat: ChatModel, data: UnlearnData) -> list[RowSource]:
+        tok, system = chat.tokenizer, chat.system_prompt
+        forget = encode_prompts(tok, [qa.question for qa in data.forget], system)
+        if self.pin_retain_answers:
+            retain = [
+                p + a
+                for p, a in encode_pairs(
+                    tok,
+                    [qa.question for qa in data.retain],
+                    [qa.answer for qa in data.retain],
+                    system,
+                )
+            ]
+        else:
+            retain = encode_prompts(tok, [qa.question for qa in data.retain], system)
+        prefix = shared_prefix_length(forget + retain)
+        start = {
+            "all": lambda p: 0,
+            "last": lambda p: len(p) - 1,
+            "after_prefix": lambda p: min(prefix, len(p) - 1),
+        }[self.perturb_positions]
+        sources = [
+            RowSource(forget, [start(p) for p in forget]),
+            RowSource(retain, [None] * len(retain)),
+        ]
+        if self.pin_abstentions:
+            pairs = encode_pairs(
+                tok,
+                [qa.question for qa in data.reference],
+                [qa.answer for qa in data.reference],
+                system,
+            )
+            sources.append(RowSource([p + a for p, a in pairs], [None] * len(pairs)))
+        return sources
+
+    def _solve(self, chat, data, layers, coeffs, vectors):
+        sources = self._row_sources(chat, data)
+        d_ff = decoder_layers(chat.model)[layers[0]].mlp.down_proj.in_features
+        accs = {layer: RidgeAccumulator(d_ff) for layer in layers}
+        rows: dict[int, list] = {layer: [] for layer in layers}
+        for number, source in enumerate(sources):
+            for batch in iter_rows(
+                chat.model,
+                source,
+                layers,
+                _pad_id(chat),
+                self.activation_batch_size,
+                f"lunar rows {number + 1}/{len(sources)}",
+            ):
+                accs[batch.layer].add(batch.inputs, batch.shifted)
+                if self.solver == "adamw":
+                    shift = coeffs[layers.index(batch.layer)] * vectors[batch.layer].float()
+                    target = batch.outputs + batch.shifted[:, None].float() * shift
+                    rows[batch.layer].append((batch.inputs, target))
+        deltas, metrics = {}, {}
+        for layer, coeff in zip(layers, coeffs, strict=True):
+            weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
+            if self.solver == "closed_form":
+                v = solve_ridge(accs[layer], self.ridge, self.shifted_weight)
+                deltas[layer] = coeff * torch.outer(vectors[layer], v)
+            else:
+                trained = fit_adamw(weight.detach().cpu().float(), rows[layer], **self.adamw)
+                deltas[layer] = trained.double() - weight.detach().cpu().double()
+                v = _implied_v(deltas[layer], coeff * vectors[layer])
+            for key, value in fit_report(accs[layer], v).items():
+                metrics[f"lunar/{key}/layer{layer}"] = value
+        return deltas, metrics
+
+    @staticmethod
+    def _write_back(chat: ChatModel, deltas: dict[int, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for layer, delta in deltas.items():
+                weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
+                weight.copy_((weight.double() + delta.to(weight.device)).to(weight.dtype))
+
+
+def _implied_v(delta: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The v whose rank-1 edit shift*v^T is closest to ``delta`` (for the fit report of adamw)."""
+    return delta.T @ shift / float(shift @ shift)
+
+
+def _pad_id(chat: ChatModel) -> int:
+    tok = chat.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

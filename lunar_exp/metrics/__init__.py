@@ -1,0 +1,1 @@
+"""Metrics built on two primitives: batched greedy generation and answer log-probabilities."""

@@ -1,0 +1,110 @@
+"""The two tested primitives every metric is built on.
+
+* :func:`greedy_generate`: batched greedy decoding with left padding.
+* :func:`answer_nll`: per-example mean negative log-likelihood of answer tokens given the prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into ``(input_ids, attention_mask)``."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def batches(count: int, batch_size: int, desc: str | None = None):
+    """Yield index ranges of ``batch_size`` (with a tqdm bar when ``desc`` is given)."""
+    starts = range(0, count, batch_size)
+    if desc:
+        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
+    for start in starts:
+        yield range(start, min(start + batch_size, count))
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    desc: str | None = "generate",
+) -> list[str]:
+    """Greedy continuations of tokenized prompts, decoded without special tokens."""
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    outputs: list[str] = []
+    device = model.device
+    for index in batches(len(prompts), batch_size, desc):
+        ids, mask = pad_left([prompts[i] for i in index], pad_id)
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new_tokens = generated[:, ids.shape[1] :]
+        outputs.extend(
+            t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        )
+    return outputs
+
+
+def pair_batch(
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ``(input_ids, attention_mask, labels)`` for prompt+answer pairs.
+
+    Labels are -100 on prompt and padding positions, so losses count answer tokens only.
+    """
+    ids, mask = pad_left([list(p) + list(a) for p, a in pairs], pad_id)
+    labels = torch.full_like(ids, -100)
+    for row, (_, answer) in enumerate(pairs):
+        labels[row, ids.shape[1] - len(answer) :] = torch.tensor(list(answer), dtype=torch.long)
+    return ids, mask, labels
+
+
+def token_nll(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token NLL (0 where unlabelled) and the label mask, both ``[batch, seq-1]``."""
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    targets = labels[:, 1:]
+    valid = targets != -100
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return -picked * valid, valid
+
+
+@torch.inference_mode()
+def answer_nll(
+    model: PreTrainedModel,
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+    pad_id: int,
+    batch_size: int = 16,
+) -> list[float]:
+    """Mean answer-token NLL of each (prompt ids, answer ids) pair, teacher-forced."""
+    values: list[float] = []
+    for index in batches(len(pairs), batch_size):
+        ids, mask, labels = pair_batch([pairs[i] for i in index], pad_id)
+        device = model.device
+        nll, valid = token_nll(model, ids.to(device), mask.to(device), labels.to(device))
+        values.extend((nll.sum(-1) / valid.sum(-1).clamp(min=1)).tolist())
+    return values

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from lunar_exp.benchmarks.qa_json import QAJsonBenchmark
+from tests.conftest import SHARED, needs_shared
+
+
+@needs_shared()
+def test_reads_pistol_sample_as_is():
+    data = QAJsonBenchmark(str(SHARED / "pistol" / "sample_data_1.json"), ["A_B"]).load()
+    assert len(data.forget) == 20 and len(data.retain) == 380
+    assert data.forget[0].question.startswith("What was the effective date")
+    assert len(data.abstain) == 16 and len(data.reference) == 32
+
+
+@needs_shared()
+def test_reads_pistol_sample_2():
+    data = QAJsonBenchmark(str(SHARED / "pistol" / "sample_data_2.json"), ["0_1", "1_2"]).load()
+    assert len(data.forget) == 40 and len(data.forget) + len(data.retain) == 1500
+
+
+def write(tmp_path, payload):
+    path = tmp_path / "qa.json"
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "payload,message",
+    [
+        ([{"question": "q", "answer": "a"}], r"record 0 lacks string field\(s\) \['edge'\]"),
+        ({"question": "q"}, "must hold a non-empty JSON list"),
+        ([], "must hold a non-empty JSON list"),
+    ],
+)
+def test_wrong_schema_is_a_clear_error(tmp_path, payload, message):
+    with pytest.raises(ValueError, match=message):
+        QAJsonBenchmark(write(tmp_path, payload), ["A"]).load()
+
+
+def test_missing_file_and_bad_json(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found. Fix: set benchmark.path"):
+        QAJsonBenchmark(str(tmp_path / "nope.json"), ["A"]).load()
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        QAJsonBenchmark(str(bad), ["A"]).load()
+
+
+def test_custom_abstain_and_reference_files(tmp_path):
+    items = [
+        {"question": f"q{i}", "answer": f"a{i}", "edge": "A" if i < 2 else "B"} for i in range(5)
+    ]
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"question": "who is Zed?", "answer": "I don't know."}]))
+    data = QAJsonBenchmark(write(tmp_path, items), ["A"], reference_path=str(ref)).load()
+    assert [qa.question for qa in data.reference] == ["who is Zed?"]
+    assert [qa.question for qa in data.forget] == ["q0", "q1"]

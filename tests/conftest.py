@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from lunar_exp.benchmarks.synthetic import SyntheticBenchmark
+from lunar_exp.models import tiny_llama
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED = ROOT.parent / "shared" / "benchdata"
+
+torch.set_num_threads(1)
+
+
+def compose_config(overrides: list[str] | None = None, hydra_cfg: bool = False):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides or [], return_hydra_config=hydra_cfg)
+
+
+@pytest.fixture
+def tiny_chat():
+    return tiny_llama(seed=0)
+
+
+@pytest.fixture
+def toy_data():
+    return SyntheticBenchmark(
+        n_entities=4, facts_per_entity=2, forget_edges=["person_00"], n_abstain=4, n_reference=4
+    ).load()
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m lunar_exp` with outputs and caches under tmp_path."""
+    env = dict(os.environ, LUNAR_EXP_CACHE=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "lunar_exp", f"paths.output_root={tmp_path / 'out'}", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def needs_shared():
+    return pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchdata is absent")

@@ -1,0 +1,104 @@
+"""End-to-end runs of `python -m lunar_exp` in a subprocess."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+REQUIRED_KEYS = [
+    "before/forget/rouge1_recall",
+    "before/retain/rouge1_recall",
+    "before/deviation_score",
+    "forget/rouge1_recall",
+    "retain/rouge1_recall",
+    "forget/rougeL_recall",
+    "retain/rougeL_recall",
+    "deviation_score",
+    "forget/refusal_rate",
+    "retain/refusal_rate",
+    "time/finetune_s",
+    "time/unlearn_s",
+    "time/eval_s",
+    "finetune/cached",
+]
+
+
+def run_dir(tmp_path):
+    return tmp_path / "out" / "toy" / "tiny" / "lunar" / "seed0"
+
+
+def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
+    first = run_cli(["+exp=smoke"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = run_dir(tmp_path)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not [k for k in REQUIRED_KEYS if k not in metrics]
+    assert metrics["finetune/cached"] is False
+    lines = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert {row["split"] for row in lines} == {"forget", "retain"}
+    assert {"question", "ground_truth", "response_before", "response_after"} <= set(lines[0])
+    assert (out / "lunar_exp.log").is_file() and (out / ".hydra" / "config.yaml").is_file()
+    assert json.loads((out / "unlearn_info.json").read_text())["layers"] == [2]
+    assert (out / "unlearn_vectors.safetensors").is_file()
+    assert "Deviation Score" in first.stdout
+
+    second = run_cli(["+exp=smoke"], tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["finetune/cached"] is True
+    assert "Target model loaded from cache" in (out / "lunar_exp.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model.path=/nonexistent"], "model.path='/nonexistent' does not exist"),
+        (["benchmark.forget_edges=[NO_SUCH_EDGE]"], "Forget edge(s) ['NO_SUCH_EDGE'] not found"),
+        (["+exp=smoke", "method.layers=[7]"], "Layer index [7] is out of range for a 4-layer"),
+        (["+exp=smoke", "method.solver=newton"], "method.solver='newton': use closed_form"),
+    ],
+)
+def test_bad_input_fails_at_once_with_one_clear_line(tmp_path, args, message):
+    result = run_cli(args, tmp_path, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lunar_exp: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert message in errors[0]
+    assert not list((tmp_path / "out").rglob("metrics.json"))
+
+
+def test_unknown_group_option_is_rejected(tmp_path):
+    result = run_cli(["model=nosuchmodel"], tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "nosuchmodel" in result.stderr
+    assert not list((tmp_path / "out").rglob("metrics.json"))
+
+
+def test_help_lists_every_group():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, "-m", "lunar_exp", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    for group in ["model", "benchmark", "method", "finetune", "logger", "paths"]:
+        assert f"{group}:" in out
+    assert "smollm2_135m" in out and "synthetic" in out and "qa_json" in out
+
+
+@pytest.mark.slow
+def test_default_run_on_the_embedded_model(tmp_path):
+    result = run_cli([], tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "out" / "synthetic" / "smollm2_135m" / "lunar" / "seed0"
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["before/forget/rouge1_recall"] >= 0.9 and m["before/retain/rouge1_recall"] >= 0.9
+    assert m["forget/rouge1_recall"] <= 0.1 and m["retain/rouge1_recall"] >= 0.9
+    assert m["forget/refusal_rate"] >= 0.9 and m["retain/refusal_rate"] <= 0.05
+    assert m["deviation_score"] <= 15
