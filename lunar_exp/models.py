@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -86,6 +89,12 @@ def _hub_or_dir(path: str, dtype: torch.dtype, trust_remote_code: bool):
             f"model.path={path!r} does not exist. Fix: point model.path at a local model "
             "directory (config.json + weights) or a Hugging Face hub id such as org/name."
         )
+    if try_to_load_from_cache(path, "config.json") is None and not hub_reachable():
+        raise FileNotFoundError(
+            f"Model {path!r} is not in the local Hugging Face cache and the hub is unreachable. "
+            "Fix: download it where the hub is reachable and set model.path=/local/dir "
+            "(or HF_HOME to that cache)."
+        )
     try:
         return _load_dir(path, dtype, trust_remote_code)
     except OSError as err:
@@ -94,6 +103,18 @@ def _hub_or_dir(path: str, dtype: torch.dtype, trust_remote_code: bool):
             "Fix: check the id, or without hub access download it elsewhere and set "
             "model.path=/local/dir."
         ) from err
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (False when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _looks_like_hub_id(path: str) -> bool:
