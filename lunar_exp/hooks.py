@@ -40,10 +40,13 @@ def _hidden(output: object) -> torch.Tensor:
 
 
 @contextmanager
-def capture_block_outputs(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[dict]:
+def capture_block_outputs(
+    model: PreTrainedModel, layers: Sequence[int], detach: bool = True
+) -> Iterator[dict]:
     """Record the output of each block in ``layers`` (= the input of the next block).
 
-    Yields a dict ``layer -> tensor [batch, seq, d_model]`` refreshed on every forward pass.
+    Yields a dict ``layer -> tensor [batch, seq, d_model]`` refreshed on every forward pass; with
+    ``detach=False`` the tensors keep their graph (for losses on hidden states, as in RMU).
     """
     store: dict[int, torch.Tensor] = {}
     blocks = decoder_layers(model)
@@ -52,7 +55,8 @@ def capture_block_outputs(model: PreTrainedModel, layers: Sequence[int]) -> Iter
         for layer in layers:
 
             def hook(_module, _args, output, layer=layer):
-                store[layer] = _hidden(output).detach()
+                hidden = _hidden(output)
+                store[layer] = hidden.detach() if detach else hidden
 
             handles.append(blocks[layer].register_forward_hook(hook))
         yield store

@@ -18,6 +18,7 @@ class QA:
     answer: str
     edge: str
     paraphrase: str | None = None
+    abstention: str | None = None  # the benchmark's "I don't know" answer to this question
 
 
 @dataclass(frozen=True)

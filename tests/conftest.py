@@ -10,6 +10,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from lunar_exp.benchmarks.synthetic import SyntheticBenchmark
 from lunar_exp.models import tiny_llama
+from lunar_exp.prompts import encode_pairs
+from lunar_exp.training import supervised_finetune
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -29,11 +31,36 @@ def tiny_chat():
     return tiny_llama(seed=0)
 
 
-@pytest.fixture
-def toy_data():
+def toy_benchmark():
     return SyntheticBenchmark(
         n_entities=4, facts_per_entity=2, forget_edges=["person_00"], n_abstain=4, n_reference=4
-    ).load()
+    )
+
+
+@pytest.fixture
+def toy_data():
+    return toy_benchmark().load()
+
+
+@pytest.fixture(scope="session")
+def _tiny_target_state():
+    """A tiny model fine-tuned on the toy data, so there is something to unlearn."""
+    chat = tiny_llama(seed=0)
+    items = toy_benchmark().load().finetune_items()
+    pairs = encode_pairs(
+        chat.tokenizer, [q.question for q in items], [q.answer for q in items], chat.system_prompt
+    )
+    supervised_finetune(
+        chat.model, pairs, chat.tokenizer.pad_token_id, lr=1e-2, epochs=30, batch_size=8, seed=0
+    )
+    return {k: v.clone() for k, v in chat.model.state_dict().items()}
+
+
+@pytest.fixture
+def tiny_target(_tiny_target_state):
+    chat = tiny_llama(seed=0)
+    chat.model.load_state_dict(_tiny_target_state)
+    return chat
 
 
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:

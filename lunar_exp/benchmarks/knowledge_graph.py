@@ -149,6 +149,7 @@ def person_facts(person: Person, n_facts: int) -> list[QA]:
                 answer.format(**fields),
                 person.id,
                 paraphrase.format(**fields),
+                ABSTENTION.format(name=person.name),
             )
         )
     return items

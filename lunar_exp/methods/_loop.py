@@ -1,0 +1,184 @@
+"""One small training loop in plain PyTorch, shared by the gradient-based baselines.
+
+The loop walks the forget set in shuffled batches; each forget item is paired with a retain item
+drawn uniformly at random (seeded), as in the reference implementation. The method supplies
+``batch_loss(forget_idx, retain_idx) -> (loss, parts)``; the loop handles accumulation, the
+schedule, optional gradient checkpointing and bf16 autocast on GPU.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from lunar_exp.interfaces import QA, ChatModel
+from lunar_exp.metrics.primitives import pair_batch, token_nll
+from lunar_exp.prompts import encode_pairs
+
+BatchLoss = Callable[[list[int], list[int]], tuple[torch.Tensor, dict[str, float]]]
+
+
+def encode_items(chat: ChatModel, items: Sequence[QA], answers: Sequence[str] | None = None):
+    """(prompt ids, answer ids) pairs for ``items`` (optionally with replacement answers)."""
+    answers = [qa.answer for qa in items] if answers is None else answers
+    return encode_pairs(chat.tokenizer, [qa.question for qa in items], answers, chat.system_prompt)
+
+
+def answer_logprobs(
+    model: PreTrainedModel, pairs: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example (sequence-summed answer log-prob, mean answer-token NLL), with gradients."""
+    ids, mask, labels = (t.to(model.device) for t in pair_batch(pairs, pad_id))
+    nll, valid = token_nll(model, ids, mask, labels)
+    total = nll.sum(-1)
+    return -total, total / valid.sum(-1).clamp(min=1)
+
+
+@torch.no_grad()
+def reference_logprobs(chat: ChatModel, pairs, batch_size: int = 16) -> torch.Tensor:
+    """Sequence log-probs under the current (frozen, not yet trained) model, computed once."""
+    values = [
+        answer_logprobs(chat.model, pairs[i : i + batch_size], _pad(chat))[0]
+        for i in range(0, len(pairs), batch_size)
+    ]
+    return torch.cat(values).detach()
+
+
+def select_params(model: PreTrainedModel, pattern: str | None) -> list[torch.nn.Parameter]:
+    """Parameters whose name matches ``pattern`` (all when None) become trainable; others freeze."""
+    import re
+
+    regex = re.compile(pattern) if pattern else None
+    chosen = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(regex is None or bool(regex.search(name)))
+        if param.requires_grad:
+            chosen.append(param)
+    if not chosen:
+        raise ValueError(
+            f"No parameter matches {pattern!r}. Fix: set method.trainable_params to a "
+            "regex over parameter names (e.g. model\\.layers\\.7\\.)."
+        )
+    return chosen
+
+
+def train(
+    model: PreTrainedModel,
+    params: list[torch.nn.Parameter],
+    batch_loss: BatchLoss,
+    n_forget: int,
+    n_retain: int,
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    grad_accum: int,
+    weight_decay: float,
+    seed: int,
+    gradient_checkpointing: bool = False,
+    bf16: bool = False,
+    desc: str = "unlearn",
+) -> list[dict[str, float]]:
+    """Run the loop; returns the per-optimizer-step loss parts (for logging)."""
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if bf16 and model.device.type == "cuda"
+        else nullcontext()
+    )
+    model.train()
+    history: list[dict[str, float]] = []
+    micro = 0
+    try:
+        for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
+            order = list(range(n_forget))
+            rng.shuffle(order)
+            for start in range(0, n_forget, batch_size):
+                forget_idx = order[start : start + batch_size]
+                retain_idx = [rng.randrange(n_retain) for _ in forget_idx] if n_retain else []
+                with autocast:
+                    loss, parts = batch_loss(forget_idx, retain_idx)
+                (loss / grad_accum).backward()
+                micro += 1
+                if micro % grad_accum == 0:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    history.append(parts)
+        if micro % grad_accum:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    finally:
+        model.eval()
+        if gradient_checkpointing:
+            model.gradient_checkpointing_disable()
+        for param in model.parameters():
+            param.requires_grad_(True)
+    return history
+
+
+def count_params(params: Sequence[torch.nn.Parameter]) -> int:
+    """Number of scalar parameters."""
+    return sum(p.numel() for p in params)
+
+
+def _pad(chat: ChatModel) -> int:
+    tok = chat.tokenizer
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def run_unlearning(
+    chat: ChatModel,
+    batch_loss: BatchLoss,
+    n_forget: int,
+    n_retain: int,
+    trainable_params: str | None,
+    loop: dict,
+    desc: str,
+):
+    """Select parameters, train, and report the outcome shared by every baseline."""
+    from lunar_exp.interfaces import UnlearnOutcome
+
+    params = select_params(chat.model, trainable_params)
+    history = train(chat.model, params, batch_loss, n_forget, n_retain, desc=desc, **loop)
+    metrics = {
+        "unlearn/params_changed": float(count_params(params)),
+        "train/steps": float(len(history)),
+    }
+    if history:
+        metrics.update({f"train/final_{k}": v for k, v in history[-1].items()})
+    return UnlearnOutcome(metrics=metrics, info={"loss_history": history})
+
+
+def loop_settings(
+    lr: float,
+    epochs: int,
+    batch_size: int,
+    grad_accum: int,
+    weight_decay: float,
+    seed: int,
+    gradient_checkpointing: bool,
+    bf16: bool,
+) -> dict:
+    """The loop's keyword arguments, validated."""
+    if lr <= 0 or epochs < 1 or batch_size < 1 or grad_accum < 1:
+        raise ValueError(
+            f"Bad training settings (lr={lr}, epochs={epochs}, batch_size={batch_size}"
+            f", grad_accum={grad_accum}). Fix: use lr > 0 and positive counts."
+        )
+    return {
+        "lr": lr,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "gradient_checkpointing": gradient_checkpointing,
+        "bf16": bf16,
+    }

@@ -1,0 +1,88 @@
+"""Each baseline on the tiny model: forget likelihood falls and only claimed parameters change."""
+
+import pytest
+import torch
+
+from lunar_exp.hooks import capture_block_outputs, count_hooks
+from lunar_exp.methods._loop import answer_logprobs, encode_items
+from lunar_exp.methods.ga import GA
+from lunar_exp.methods.graddiff import GradDiff
+from lunar_exp.methods.idkdpo import IdkDPO
+from lunar_exp.methods.npo import NPO
+from lunar_exp.methods.rmu import RMU
+from lunar_exp.methods.simnpo import SimNPO
+
+FAST = {"lr": 1e-3, "epochs": 3, "batch_size": 2, "weight_decay": 0.0}
+
+
+def forget_nll(chat, data):
+    with torch.no_grad():
+        _, nll = answer_logprobs(
+            chat.model, encode_items(chat, data.forget), chat.tokenizer.pad_token_id
+        )
+    return nll.mean().item()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [GA(**FAST), GradDiff(**FAST), NPO(beta=0.1, **FAST), SimNPO(**FAST), IdkDPO(**FAST)],
+    ids=["ga", "graddiff", "npo", "simnpo", "idkdpo"],
+)
+def test_forget_likelihood_falls(tiny_target, toy_data, method):
+    tiny_chat = tiny_target
+    before = forget_nll(tiny_chat, toy_data)
+    outcome = method.unlearn(tiny_chat, toy_data)
+    assert forget_nll(tiny_chat, toy_data) > before
+    n_params = sum(p.numel() for p in tiny_chat.model.parameters())
+    assert outcome.metrics["unlearn/params_changed"] == n_params
+    assert all(p.requires_grad for p in tiny_chat.model.parameters())
+    assert not tiny_chat.model.training
+
+
+def test_trainable_params_pattern_limits_what_changes(tiny_chat, toy_data):
+    before = {n: p.detach().clone() for n, p in tiny_chat.model.named_parameters()}
+    pattern = r"model\.layers\.1\.mlp\.down_proj\.weight"
+    outcome = GA(trainable_params=pattern, **FAST).unlearn(tiny_chat, toy_data)
+    changed = {n for n, p in tiny_chat.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {"model.layers.1.mlp.down_proj.weight"}
+    assert outcome.metrics["unlearn/params_changed"] == 64 * 128
+
+
+def test_rmu_moves_steered_activations_toward_the_target(tiny_chat, toy_data):
+    rmu = RMU(
+        layer=1,
+        steering_coeff=5.0,
+        trainable_params=r"model\.layers\.[01]\.",
+        lr=3e-3,
+        epochs=5,
+        batch_size=2,
+        weight_decay=0.0,
+    )
+    u = rmu.target_direction(tiny_chat.model.config.hidden_size)
+    pairs = encode_items(tiny_chat, toy_data.forget)
+    ids = torch.tensor([pairs[0][0] + pairs[0][1]])
+
+    def distance():
+        with torch.no_grad(), capture_block_outputs(tiny_chat.model, [1]) as store:
+            tiny_chat.model(ids)
+        return (store[1][0, -len(pairs[0][1]) :] - u).pow(2).mean().item()
+
+    before_params = {n: p.detach().clone() for n, p in tiny_chat.model.named_parameters()}
+    start = distance()
+    rmu.unlearn(tiny_chat, toy_data)
+    assert distance() < 0.5 * start
+    changed = {
+        n for n, p in tiny_chat.model.named_parameters() if not torch.equal(p, before_params[n])
+    }
+    assert changed and all(n.startswith(("model.layers.0.", "model.layers.1.")) for n in changed)
+    assert count_hooks(tiny_chat.model) == 0
+
+
+def test_bad_training_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="Bad training settings.*Fix: use lr > 0"):
+        GA(lr=-1.0)
+    with pytest.raises(ValueError, match="No parameter matches"):
+        from lunar_exp.methods._loop import select_params
+        from lunar_exp.models import tiny_llama
+
+        select_params(tiny_llama().model, "nothing_matches_this")
