@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import resource
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import outputs
+from lunar_exp import cache, outputs
 from lunar_exp.data_checks import check_unlearn_data
+from lunar_exp.interfaces import EvalResult
 
 log = logging.getLogger(__name__)
+
+# Bump when evaluation code changes, so stored target-model evaluations are not reused.
+EVAL_VERSION = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -54,9 +60,7 @@ def run(cfg: DictConfig) -> dict[str, object]:
 
 
 def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
-    benchmark = instantiate(cfg.benchmark)
-    method = instantiate(cfg.method)
-    finetune = instantiate(cfg.finetune)
+    benchmark, method, finetune = (instantiate(cfg[k]) for k in ("benchmark", "method", "finetune"))
     data = benchmark.load()
     chat = instantiate(cfg.model)
     check_unlearn_data(data, chat)
@@ -64,7 +68,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
         method.check(chat)
     ft = finetune.run(chat, data, model_cache_key(cfg))
     start = time.perf_counter()
-    before = benchmark.evaluate(chat, data)
+    before, before_cached = _evaluate_target(cfg, benchmark, chat, data, ft.path)
     eval_s = time.perf_counter() - start
     start = time.perf_counter()
     outcome = method.unlearn(chat, data)
@@ -86,6 +90,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
             "time/unlearn_s": unlearn_s,
             "time/eval_s": eval_s,
             "finetune/cached": ft.cached,
+            "before/cached": before_cached,
             "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "data/n_forget": len(data.forget),
             "data/n_retain": len(data.retain),
@@ -94,3 +99,25 @@ def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
     outputs.write_json_atomic(run_dir / outputs.METRICS_FILE, metrics)
     print(f"\n{outputs.summary_table(before.metrics, after.metrics)}\nrun dir: {run_dir}")
     return metrics
+
+
+def _evaluate_target(cfg, benchmark, chat, data, target_path: str) -> tuple[EvalResult, bool]:
+    """Evaluate the target model, reusing the stored result for a cached target model.
+
+    The target model is the same for every method of a sweep, so its evaluation is stored next to
+    the cache, keyed by the target model's cache entry and the benchmark config.
+    """
+    if not target_path:
+        return benchmark.evaluate(chat, data), False
+    bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg)
+    stored = Path(cfg.paths.cache_dir) / "evals" / f"{key}.json"
+    try:
+        record = json.loads(stored.read_text())
+        log.info("Target model evaluation loaded from %s", stored)
+        return EvalResult(record["metrics"], record["generations"]), True
+    except (OSError, ValueError, KeyError):
+        result = benchmark.evaluate(chat, data)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        outputs.write_json_atomic(stored, asdict(result))
+        return result, False

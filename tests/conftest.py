@@ -66,7 +66,10 @@ def tiny_target(_tiny_target_state):
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `python -m lunar_exp` with outputs and caches under tmp_path."""
     env = dict(os.environ, LUNAR_EXP_CACHE=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, "-m", "lunar_exp", f"paths.output_root={tmp_path / 'out'}", *args]
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    output = f"paths.output_root={tmp_path / 'out'}"
+    cmd = [sys.executable, "-m", "lunar_exp", *flags, output, *overrides]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 

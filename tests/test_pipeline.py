@@ -45,7 +45,9 @@ def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
 
     second = run_cli(["+exp=smoke"], tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert json.loads((out / "metrics.json").read_text())["finetune/cached"] is True
+    rerun = json.loads((out / "metrics.json").read_text())
+    assert rerun["finetune/cached"] is True and rerun["before/cached"] is True
+    assert rerun["before/deviation_score"] == metrics["before/deviation_score"]
     assert "Target model loaded from cache" in (out / "lunar_exp.log").read_text()
 
 
@@ -102,3 +104,17 @@ def test_default_run_on_the_embedded_model(tmp_path):
     assert m["forget/rouge1_recall"] <= 0.1 and m["retain/rouge1_recall"] >= 0.9
     assert m["forget/refusal_rate"] >= 0.9 and m["retain/refusal_rate"] <= 0.05
     assert m["deviation_score"] <= 15
+
+
+def test_multirun_over_every_method_fine_tunes_once(tmp_path):
+    methods = "lunar,ga,graddiff,npo,simnpo,idkdpo,rmu"
+    result = run_cli(["-m", "+exp=smoke", f"method={methods}"], tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sorted((tmp_path / "out" / "multirun").rglob("metrics.json"))
+    assert len(found) == 7
+    runs = {p.parent.parent.name: json.loads(p.read_text()) for p in found}
+    assert set(runs) == set(methods.split(","))
+    for metrics in runs.values():
+        assert not [k for k in REQUIRED_KEYS if k not in metrics]
+        assert metrics["unlearn/params_changed"] > 0
+    assert sum(not m["finetune/cached"] for m in runs.values()) == 1

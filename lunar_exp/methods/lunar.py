@@ -126,6 +126,9 @@ class LUNAR:
         self._write_back(chat, deltas)
         for layer in layers:
             metrics[f"lunar/r_norm/layer{layer}"] = float(vectors[layer].norm())
+        metrics["unlearn/params_changed"] = float(
+            sum(decoder_layers(chat.model)[layer].mlp.down_proj.weight.numel() for layer in layers)
+        )
         tensors = {f"r.layer{layer}": vectors[layer].float() for layer in layers}
         info = {
             "layers": layers,
