@@ -43,12 +43,14 @@ def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
     assert (out / "unlearn_vectors.safetensors").is_file()
     assert "Deviation Score" in first.stdout
 
-    second = run_cli(["+exp=smoke"], tmp_path)
+    second = run_cli(["+exp=smoke", "save_model=true"], tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     rerun = json.loads((out / "metrics.json").read_text())
     assert rerun["finetune/cached"] is True and rerun["before/cached"] is True
     assert rerun["before/deviation_score"] == metrics["before/deviation_score"]
     assert "Target model loaded from cache" in (out / "lunar_exp.log").read_text()
+    assert (out / "unlearned_model" / "model.safetensors").is_file()
+    assert (out / "metrics.previous.json").is_file()  # the first run's results, moved aside
 
 
 @pytest.mark.parametrize(

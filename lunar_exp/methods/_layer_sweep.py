@@ -2,8 +2,10 @@
 
 For each candidate layer l, add c*r_l to block l's output at every position while greedily
 answering a probe of forget and retain questions. A good layer makes forget answers abstain and
-leaves retain answers alone: score = forget refusal rate - retain refusal rate
-- (retain ROUGE-1 lost). The per-layer scores are returned so the run records them.
+leaves retain answers alone: score = forget refusal rate - w * (retain refusal rate + retain
+ROUGE-1 lost). Steering shifts every prompt while the edit shifts only forget prompts, so retain
+harm under steering overstates the edit's and gets the lesser weight w (default 0.5). The
+per-layer scores are returned so the run records them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def steering_sweep(
     retain: Sequence[QA],
     vectors: dict[int, torch.Tensor],
     coeff: float,
+    retain_weight: float = 0.5,
     max_new_tokens: int = 24,
     batch_size: int = 16,
 ) -> dict[int, dict[str, float]]:
@@ -52,7 +55,8 @@ def steering_sweep(
             "forget_refusal": forget_refusal,
             "retain_refusal": retain_refusal,
             "retain_rouge1": retain_rouge,
-            "score": forget_refusal - retain_refusal - max(0.0, base_rouge - retain_rouge),
+            "score": forget_refusal
+            - retain_weight * (retain_refusal + max(0.0, base_rouge - retain_rouge)),
         }
     return scores
 

@@ -51,6 +51,9 @@ class LUNAR:
         activation_batch_size: prompts per forward pass when collecting activations.
         sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
         sweep_top_k: how many layers ``auto`` keeps.
+        sweep_coeff: steering coefficient of the sweep's probe (the paper's probe uses 2.0); the
+            edit itself uses ``coeffs``.
+        sweep_retain_weight: weight of retain harm in the sweep's score.
         sweep_probe: forget and retain questions generated per candidate layer.
         seed: seed for the AdamW row order.
     """
@@ -73,6 +76,8 @@ class LUNAR:
         activation_batch_size: int = 16,
         sweep_layers: Sequence[int] | None = None,
         sweep_top_k: int = 1,
+        sweep_coeff: float = 2.0,
+        sweep_retain_weight: float = 0.5,
         sweep_probe: int = 10,
         seed: int = 0,
     ) -> None:
@@ -103,6 +108,8 @@ class LUNAR:
         self.activation_batch_size = activation_batch_size
         self.sweep_layers = sweep_layers
         self.sweep_top_k = sweep_top_k
+        self.sweep_coeff = sweep_coeff
+        self.sweep_retain_weight = sweep_retain_weight
         self.sweep_probe = sweep_probe
 
     def check(self, chat: ChatModel) -> None:
@@ -168,13 +175,20 @@ class LUNAR:
         check_layers(chat.model, candidates)
         vectors = self._vectors(chat, data, candidates)
         probe_f, probe_r = data.forget[: self.sweep_probe], data.retain[: self.sweep_probe]
-        scores = steering_sweep(chat, probe_f, probe_r, vectors, self.coeffs[0])
+        scores = steering_sweep(
+            chat, probe_f, probe_r, vectors, self.sweep_coeff, self.sweep_retain_weight
+        )
         layers = top_layers(scores, self.sweep_top_k)
         log.info(
             "LUNAR layer sweep chose %s; scores %s",
             layers,
             {k: round(v["score"], 2) for k, v in scores.items()},
         )
+        if max(scores[layer]["score"] for layer in layers) <= 0:
+            log.warning(
+                "No layer made steered forget answers abstain (all scores <= 0): the "
+                "chosen layer is a guess. Try another method.sweep_coeff or sweep_layers."
+            )
         return layers, {str(k): v for k, v in scores.items()}
 
     def _row_sources(self, chat: ChatModel, data: UnlearnData) -> list[RowSource]:
