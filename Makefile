@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow lint format bench clean
+.PHONY: setup run test test-slow test-slurm lint format bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow
+
+# Hydra sweeps through a real SLURM cluster on this machine (root; scripts/slurm_local.sh).
+test-slurm: setup
+	$(PY) -m pytest -m slurm tests/test_slurm.py
 
 format: setup
 	$(VENV)/bin/ruff format .

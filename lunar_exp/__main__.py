@@ -1,23 +1,27 @@
 """Entry point: ``python -m lunar_exp [overrides]`` (Hydra)."""
 
-import sys
-
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lunar_exp.errors import USER_ERRORS, user_error_message
+from lunar_exp.errors import report_failure
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    """Run one experiment; configuration and data errors end with one clear line and exit 2."""
+    """Run one experiment; bad input ends with one clear line and exit 2.
+
+    In a multirun a failed job is logged and marked failed, the other jobs still run, and the
+    sweep exits 1 at the end (``errors.report_failure``).
+    """
     from lunar_exp.pipeline import run
 
     try:
         run(cfg)
-    except USER_ERRORS as err:
-        print(f"lunar_exp: error: {user_error_message(err)}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        report_failure(err, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+        raise
 
 
 if __name__ == "__main__":

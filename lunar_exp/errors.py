@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger(__name__)
 
 # Bad input (config values, paths, data) rather than bugs: reported as one line, exit code 2.
 USER_ERRORS = (
@@ -34,3 +39,27 @@ def require_numbers(prefix: str, **values: object) -> None:
                 f"{prefix}.{name}={value!r} is not a number. Fix: give a number, e.g. "
                 f"{prefix}.{name}=1e-5 (see --cfg job for the current values)."
             )
+
+
+class JobFailed(Exception):
+    """One multirun job failed; Hydra records it and goes on with the other jobs."""
+
+
+def report_failure(err: Exception, multirun: bool) -> None:
+    """Report a run that raised ``err``; returns only when the caller should re-raise it.
+
+    Bad input prints one line, ``lunar_exp: error: <problem>. Fix: <fix>``, and exits 2. In a
+    multirun (``-m``) the job's log gets the reason and :class:`JobFailed` is raised instead:
+    Hydra's launchers catch an ``Exception`` (never ``SystemExit``) per job, run the remaining
+    jobs and re-raise the first failure at the end, so the sweep exits 1 with every other job's
+    results complete, and the failed job's dir keeps ``.hydra/`` and its log but no metrics.json.
+    """
+    user = isinstance(err, USER_ERRORS)
+    if user:
+        print(f"lunar_exp: error: {user_error_message(err)}", file=sys.stderr)
+    if multirun:
+        message = user_error_message(err) if user else f"{type(err).__name__}: {err}"
+        log.error("Job failed: %s", message, exc_info=None if user else err)
+        raise JobFailed(message) from (None if user else err)
+    if user:
+        sys.exit(2)

@@ -91,7 +91,7 @@ class FineTune:
             self._load(chat, entry)
             return FinetuneReport(True, time.perf_counter() - start, str(entry), meta["losses"])
         log.info("Fine-tuning the %s (cache miss: %s)", role, entry)
-        losses = self._train(chat, data)
+        losses = self._train(chat, data, stage=f"finetune/{role.replace(' ', '_')}")
         cache.write_entry(
             entry,
             lambda tmp: chat.model.save_pretrained(tmp, safe_serialization=True),
@@ -99,7 +99,7 @@ class FineTune:
         )
         return FinetuneReport(False, time.perf_counter() - start, str(entry), losses)
 
-    def _train(self, chat: ChatModel, data: UnlearnData) -> list[float]:
+    def _train(self, chat: ChatModel, data: UnlearnData, stage: str) -> list[float]:
         items = data.finetune_items()
         pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
         pad = chat.tokenizer.pad_token_id
@@ -109,9 +109,11 @@ class FineTune:
             pairs,
             pad,
             **{k: self.hparams[k] for k in ("lr", "epochs", "batch_size", "seed", "weight_decay")},
+            stage=stage,
         )
 
     @staticmethod
     def _load(chat: ChatModel, entry: Path) -> None:
         device, dtype = chat.model.device, chat.model.dtype
-        chat.model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype, use_safetensors=True)
+        chat.model = model.to(device).eval()

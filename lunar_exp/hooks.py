@@ -114,3 +114,51 @@ def capture_down_proj(model: PreTrainedModel, layers: Sequence[int]) -> Iterator
 def count_hooks(model: PreTrainedModel) -> int:
     """Number of forward (pre-)hooks installed anywhere in ``model`` (tests assert it is 0)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextmanager
+def skip_blocks(model: PreTrainedModel, layers: Sequence[int]) -> Iterator[None]:
+    """Make each block in ``layers`` an identity: its output hidden state is its input.
+
+    This is LUNAR's layer-skip attack (reference ``get_skip_fwd_hook``): the edited block still
+    runs, but its result is replaced by the residual stream it received.
+    """
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer in layers:
+
+            def hook(_module, args, kwargs, output):
+                incoming = args[0] if args else kwargs["hidden_states"]
+                return (incoming, *output[1:]) if isinstance(output, tuple) else incoming
+
+            handles.append(blocks[layer].register_forward_hook(hook, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def redirect_down_proj(
+    model: PreTrainedModel, deltas: Mapping[int, torch.Tensor]
+) -> Iterator[None]:
+    """Add ``deltas[layer]`` to ``mlp.down_proj``'s weight of each layer, as a removable hook.
+
+    The projection's output becomes ``(W + delta) x``, exactly what writing the edit back gives,
+    while the stored weights stay untouched; leaving the context removes the edit.
+    """
+    blocks = decoder_layers(model)
+    handles = []
+    try:
+        for layer, delta in deltas.items():
+
+            def hook(_module, args, output, delta=delta):
+                x = args[0]
+                return output + torch.nn.functional.linear(x, delta.to(x.device, x.dtype))
+
+            handles.append(blocks[layer].mlp.down_proj.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

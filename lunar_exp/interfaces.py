@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,11 +63,17 @@ class ChatModel:
 
 @dataclass
 class UnlearnOutcome:
-    """What a method reports besides editing the model in place."""
+    """What a method reports besides editing the model in place.
+
+    ``control``, when set, is inference-time unlearning: the method left the weights alone and
+    ``control(chat)`` is a context manager that switches the unlearning on (LUNAR ``mode=hook``);
+    every evaluation of the unlearned model runs inside it.
+    """
 
     metrics: Mapping[str, float] = field(default_factory=dict)
     tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
     info: Mapping[str, object] = field(default_factory=dict)
+    control: Callable[[ChatModel], AbstractContextManager] | None = None
 
 
 class Benchmark(Protocol):

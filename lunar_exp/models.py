@@ -70,13 +70,26 @@ def _load_gguf(gguf: Path, dtype: torch.dtype, cache_dir: Path) -> tuple[PreTrai
             tokenizer.save_pretrained(tmp)
 
         cache.write_entry(entry, fill, {"source": str(gguf), "dtype": str(dtype)})
-    return _load_dir(str(entry), dtype, trust_remote_code=False)
+    return _load_dir(str(entry), dtype, trust_remote_code=False, safetensors_only=True)
 
 
-def _load_dir(path: str, dtype: torch.dtype, trust_remote_code: bool):
+def _load_dir(
+    path: str, dtype: torch.dtype, trust_remote_code: bool, safetensors_only: bool = False
+):
+    """Load a hub id or local directory; safetensors weights are always preferred.
+
+    ``use_safetensors=None`` takes ``model.safetensors`` whenever the checkpoint has one and
+    falls back to ``pytorch_model.bin`` only for checkpoints without it, and then through
+    ``torch.load(weights_only=True)`` (no arbitrary unpickling). The project's own cache entries
+    are safetensors only (``safetensors_only=True``).
+    """
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None
+        path,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True if safetensors_only else None,
+        weights_only=True,
     )
     return model, tokenizer
 

@@ -98,3 +98,14 @@ def summary_table(before: Mapping[str, float], after: Mapping[str, float]) -> st
         new_text = f"{new:>10.3f}" if new is not None else f"{'missing':>10}"
         lines.append(f"{label:<{width}}{old_text}{new_text}")
     return "\n".join(lines)
+
+
+def write_attack_outputs(
+    run_dir: Path, records: Mapping[str, list[dict[str, object]]], info: Mapping[str, object]
+) -> None:
+    """Per-item attack records (``attack_generations.jsonl``) and details (``attack_info.json``)."""
+    with (run_dir / "attack_generations.jsonl").open("w") as handle:
+        for rows in records.values():
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    write_json_atomic(run_dir / "attack_info.json", dict(info))

@@ -7,7 +7,9 @@ import logging
 import random
 import resource
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import cache, outputs, retain_reference
+from lunar_exp import cache, outputs, resume, retain_reference, sequential
+from lunar_exp.attacks._common import AttackTarget, no_control
+from lunar_exp.attacks.runner import check_attacks, run_attacks
 from lunar_exp.data_checks import check_unlearn_data
-from lunar_exp.interfaces import EvalResult
+from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData, UnlearnOutcome
+from lunar_exp.loggers import logging_run
+from lunar_exp.methods import build_method
+from lunar_exp.metrics.primitives import batch_token_budget
 from lunar_exp.offline import check_hub_access
 
 log = logging.getLogger(__name__)
@@ -58,67 +65,134 @@ def run(cfg: DictConfig) -> dict[str, object]:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if (done := resume.completed_run(cfg, run_dir)) is not None:
+        log.info("Run already complete: %s (resume=true); skipping", run_dir)
+        return done
     outputs.retire_previous_metrics(run_dir)
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    try:
+    with logging_run(logger):  # closes the logger, with a failure code when the run raises
         if logger:
             logger.log_config(OmegaConf.to_container(cfg, resolve=True))
-        metrics = _execute(cfg, run_dir)
+        with batch_token_budget(cfg.get("batch_tokens")):  # memory bound of inference batches
+            metrics = _execute(cfg, run_dir)
         if logger:
             logger.log_metrics(metrics)
-    finally:
-        if logger:
-            logger.close()
     return metrics
 
 
+@dataclass
+class _Stages:
+    """What the stages of one run share: its parts, data and timings."""
+
+    cfg: DictConfig
+    run_dir: Path
+    benchmark: object
+    method: object
+    attacks: dict[str, object]
+    utility: object
+    data: UnlearnData
+    chat: ChatModel
+    requests: list[list[str]] | None
+    seconds: dict[str, float] = field(default_factory=lambda: {"eval": 0.0, "unlearn": 0.0})
+
+    @property
+    def eval_data(self) -> UnlearnData:
+        """The sets every evaluation scores (all requested edges for sequential requests)."""
+        if self.requests:
+            return sequential.evaluation_data(self.data, self.requests)
+        return self.data
+
+
 def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
-    check_hub_access(cfg)
-    benchmark, method, finetune = (instantiate(cfg[k]) for k in ("benchmark", "method", "finetune"))
-    utility = _utility(cfg)
-    data = benchmark.load()
-    chat = instantiate(cfg.model)
-    check_unlearn_data(data, chat)
-    if hasattr(method, "check"):
-        method.check(chat)
-    retain_reference.prepare(cfg, benchmark, data, model_cache_key(cfg), run_dir)
-    ft = finetune.run(chat, data, model_cache_key(cfg))
-    start = time.perf_counter()
-    before, before_cached = _evaluate_target(cfg, benchmark, chat, data, ft.path)
-    before = _add_utility(utility, chat, before)
-    eval_s = time.perf_counter() - start
-    start = time.perf_counter()
-    outcome = method.unlearn(chat, data)
-    unlearn_s = time.perf_counter() - start
-    start = time.perf_counter()
-    after = _add_utility(utility, chat, benchmark.evaluate(chat, data))
-    eval_s += time.perf_counter() - start
-    if cfg.save_model:
-        chat.model.save_pretrained(run_dir / "unlearned_model", safe_serialization=True)
-        chat.tokenizer.save_pretrained(run_dir / "unlearned_model")
-    outputs.write_generations(run_dir / "generations.jsonl", before, after)
-    outputs.write_unlearn_artifacts(run_dir, outcome)
+    run = _prepare(cfg, run_dir)
+    ft = instantiate(cfg.finetune).run(run.chat, run.data, model_cache_key(cfg))
+    with _timed(run, "eval"):
+        before, before_cached = _evaluate_target(
+            cfg, run.benchmark, run.chat, run.eval_data, ft.path, run.requests
+        )
+        before = _add_utility(run.utility, run.chat, before)
+    with _timed(run, "unlearn"):
+        outcome, seq_metrics = _unlearn(run, before)
+    control = outcome.control or no_control
+    with _timed(run, "eval"), control(run.chat):
+        after = run.benchmark.evaluate(run.chat, run.eval_data)
+        after = _add_utility(run.utility, run.chat, after)
+    target = AttackTarget(run.chat, run.eval_data, run.benchmark, outcome, after, control)
+    attack_metrics, attack_records, attack_info = run_attacks(run.attacks, target)
+    _write_artifacts(run, before, after, outcome, attack_records, attack_info)
     metrics: dict[str, object] = {f"before/{k}": v for k, v in before.metrics.items()}
-    metrics.update(after.metrics)
-    metrics.update(outcome.metrics)
+    for part in (after.metrics, outcome.metrics, seq_metrics, attack_metrics):
+        metrics.update(part)
     metrics.update(
         {
             "time/finetune_s": ft.seconds,
-            "time/unlearn_s": unlearn_s,
-            "time/eval_s": eval_s,
+            "time/unlearn_s": run.seconds["unlearn"],
+            "time/eval_s": run.seconds["eval"],
             "finetune/cached": ft.cached,
             "before/cached": before_cached,
             "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data/n_forget": len(data.forget),
-            "data/n_retain": len(data.retain),
+            "data/n_forget": len(run.eval_data.forget),
+            "data/n_retain": len(run.eval_data.retain),
         }
     )
+    resume.write_run_config(run_dir, cfg)
     outputs.write_json_atomic(run_dir / outputs.METRICS_FILE, metrics)
     print(f"\n{outputs.summary_table(before.metrics, after.metrics)}\nrun dir: {run_dir}")
     return metrics
 
 
-def _evaluate_target(cfg, benchmark, chat, data, target_path: str) -> tuple[EvalResult, bool]:
+def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
+    """Build every part and check them against the data and model before any expensive stage."""
+    check_hub_access(cfg)
+    benchmark = instantiate(cfg.benchmark)
+    method, attacks, utility = build_method(cfg.method), _attacks(cfg), _utility(cfg)
+    data = benchmark.load()
+    chat = instantiate(cfg.model)
+    check_unlearn_data(data, chat)
+    if hasattr(method, "check"):
+        method.check(chat)
+    requests = cfg.method.get("requests")
+    if requests is not None:
+        requests = sequential.check_requests(OmegaConf.to_container(requests), data, benchmark)
+    check_attacks(attacks, chat, data)
+    retain_reference.prepare(cfg, benchmark, data, model_cache_key(cfg), run_dir)
+    return _Stages(cfg, run_dir, benchmark, method, attacks, utility, data, chat, requests)
+
+
+def _unlearn(run: _Stages, before: EvalResult) -> tuple[UnlearnOutcome, dict[str, object]]:
+    """One unlearning call, or one per sequential request (with ``seq/<k>/`` metrics)."""
+    if not run.requests:
+        return run.method.unlearn(run.chat, run.data), {}
+    seq, _ = sequential.run_requests(
+        run.method, run.chat, run.data, run.requests, run.benchmark, before
+    )
+    sequential.plot_curve(seq.curve, run.run_dir / "sequential.png")
+    return seq.outcome, seq.metrics
+
+
+@contextmanager
+def _timed(run: _Stages, stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.seconds[stage] += time.perf_counter() - start
+
+
+def _write_artifacts(run: _Stages, before, after, outcome, attack_records, attack_info) -> None:
+    """Generations, the method's tensors and info, attack records and (optionally) the model."""
+    if run.cfg.save_model:
+        run.chat.model.save_pretrained(run.run_dir / "unlearned_model", safe_serialization=True)
+        run.chat.tokenizer.save_pretrained(run.run_dir / "unlearned_model")
+    outputs.write_generations(run.run_dir / "generations.jsonl", before, after)
+    outputs.write_unlearn_artifacts(run.run_dir, outcome)
+    if run.attacks:
+        outputs.write_attack_outputs(run.run_dir, attack_records, attack_info)
+
+
+def _evaluate_target(
+    cfg, benchmark, chat, data, target_path: str, requests=None
+) -> tuple[EvalResult, bool]:
     """Evaluate the target model, reusing the stored result for a cached target model.
 
     The target model is the same for every method of a sweep, so its evaluation is stored next to
@@ -127,7 +201,7 @@ def _evaluate_target(cfg, benchmark, chat, data, target_path: str) -> tuple[Eval
     if not target_path:
         return benchmark.evaluate(chat, data), False
     bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg)
+    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg, *([requests] if requests else []))
     stored = Path(cfg.paths.cache_dir) / "evals" / f"{key}.json"
     try:
         record = json.loads(stored.read_text())
@@ -138,6 +212,11 @@ def _evaluate_target(cfg, benchmark, chat, data, target_path: str) -> tuple[Eval
         stored.parent.mkdir(parents=True, exist_ok=True)
         outputs.write_json_atomic(stored, asdict(result))
         return result, False
+
+
+def _attacks(cfg: DictConfig) -> dict[str, object]:
+    """The configured attacks (``conf/attack/``), by name; empty for ``attack=none``."""
+    return {name: instantiate(node) for name, node in (cfg.get("attack") or {}).items()}
 
 
 def _utility(cfg: DictConfig):

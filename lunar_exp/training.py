@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from lunar_exp.loggers import log_train_step
 from lunar_exp.metrics.primitives import pair_batch, token_nll
 
 Pair = tuple[Sequence[int], Sequence[int]]
@@ -25,8 +26,11 @@ def supervised_finetune(
     weight_decay: float = 0.0,
     warmup_ratio: float = 0.1,
     desc: str = "finetune",
+    stage: str = "finetune",
 ) -> list[float]:
     """Full fine-tuning on (prompt, answer) pairs with a linear warm-up/decay AdamW schedule.
+
+    Each step's loss goes to the active logger as ``train/<stage>/loss``.
 
     Returns:
         The mean training loss of every epoch.
@@ -59,6 +63,8 @@ def supervised_finetune(
                 losses.append(loss.item())
                 progress.update()
                 progress.set_postfix(loss=f"{loss.item():.3f}")
+                # last_epoch counts scheduler steps, i.e. optimizer steps so far
+                log_train_step(stage, schedule.last_epoch, {"loss": losses[-1]})
             history.append(sum(losses) / len(losses))
     finally:
         progress.close()

@@ -53,6 +53,7 @@ def main() -> None:
     target_state = {k: v.clone() for k, v in chat.model.state_dict().items()}
     rows = [{"variant": "target model (before)", **_pick(benchmark.evaluate(chat, data).metrics)}]
     base = OmegaConf.to_container(cfg.method, resolve=True)
+    base.pop("requests", None)
     for name, change in VARIANTS.items():
         chat.model.load_state_dict(target_state)
         method = instantiate({**base, **change})

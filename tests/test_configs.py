@@ -4,6 +4,7 @@ import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+from lunar_exp.methods import PIPELINE_KEYS
 from tests.conftest import CONF, compose_config
 
 GROUPS = ["model", "benchmark", "utility", "method", "finetune", "logger"]
@@ -13,9 +14,10 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def bind_target(node) -> None:
+def bind_target(node, skip=()) -> None:
     """Check that the node's keys bind to its _target_'s signature without calling it."""
     values = OmegaConf.to_container(node, resolve=True)
+    values = {k: v for k, v in values.items() if k not in skip}
     target = get_method(values.pop("_target_"))
     inspect.signature(target).bind(**values)
 
@@ -32,6 +34,13 @@ def test_every_option_composes_and_binds(group, option):
     cfg = compose_config([f"{group}={option}", *extra])
     node = cfg[group]
     if node:
+        bind_target(node, PIPELINE_KEYS if group == "method" else ())
+
+
+@pytest.mark.parametrize("option", options("attack"))
+def test_every_attack_option_composes_and_binds(option):
+    cfg = compose_config([f"attack={option}"])
+    for node in cfg.attack.values():
         bind_target(node)
 
 
@@ -40,7 +49,7 @@ def test_every_experiment_composes_and_binds(exp):
     cfg = compose_config([f"+exp={exp}"])
     for group in GROUPS:
         if cfg[group]:
-            bind_target(cfg[group])
+            bind_target(cfg[group], PIPELINE_KEYS if group == "method" else ())
 
 
 def test_default_run_dir_and_job_name():

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
+from lunar_exp.methods import build_method
 from lunar_exp.models import tiny_llama
 from lunar_exp.pipeline import seed_everything
 from tests.conftest import compose_config, toy_benchmark
@@ -18,7 +18,7 @@ def unlearn_once(method: str, state: dict) -> tuple[dict, dict]:
     chat.model.load_state_dict(state)
     benchmark = toy_benchmark()
     data = benchmark.load()
-    outcome = instantiate(cfg.method).unlearn(chat, data)
+    outcome = build_method(cfg.method).unlearn(chat, data)
     metrics = benchmark.evaluate(chat, data).metrics
     metrics.update({k: v for k, v in outcome.metrics.items() if not k.startswith("time/")})
     return metrics, {k: v.clone() for k, v in chat.model.state_dict().items()}

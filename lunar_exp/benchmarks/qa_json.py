@@ -70,6 +70,7 @@ class QAJsonBenchmark:
     """
 
     name = "qa_json"
+    splits_by_edge = True  # evaluate() scores data.forget/retain as given (sequential requests)
 
     def __init__(
         self,

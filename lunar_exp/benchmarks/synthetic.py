@@ -25,6 +25,7 @@ class SyntheticBenchmark:
     """
 
     name = "synthetic"
+    splits_by_edge = True  # evaluate() scores data.forget/retain as given (sequential requests)
 
     def __init__(
         self,

@@ -273,6 +273,11 @@ def _limit(items: list, count: int | None) -> list:
 
 def _as_qa(items: list[tofu_eval.TofuItem], prefix: str) -> list[QA]:
     return [
-        QA(it.question, it.answer, f"{prefix}_{index // QUESTIONS_PER_AUTHOR:03d}")
+        QA(
+            it.question,
+            it.answer,
+            f"{prefix}_{index // QUESTIONS_PER_AUTHOR:03d}",
+            paraphrase=it.paraphrased_question,
+        )
         for index, it in enumerate(items)
     ]

@@ -32,6 +32,7 @@ class TofuItem:
     answer: str
     paraphrased_answer: str | None = None
     perturbed_answers: tuple[str, ...] = ()
+    paraphrased_question: str | None = None
 
 
 def parse_records(text: str, source: str) -> list[dict]:
@@ -120,6 +121,7 @@ def to_items(records: list[dict]) -> list[TofuItem]:
             r["answer"],
             r.get("paraphrased_answer"),
             tuple(r.get("perturbed_answer") or ()),
+            r.get("paraphrased_question"),
         )
         for r in records
     ]

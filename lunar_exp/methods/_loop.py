@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 
 from lunar_exp.errors import require_numbers
 from lunar_exp.interfaces import QA, ChatModel
+from lunar_exp.loggers import log_train_step
 from lunar_exp.metrics.primitives import padding_id, pair_batch, token_nll
 from lunar_exp.prompts import encode_item_pairs
 
@@ -111,6 +112,7 @@ def train(
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     history.append(parts)
+                    log_train_step(desc, len(history), parts)
         if micro % grad_accum:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

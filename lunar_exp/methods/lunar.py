@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from lunar_exp.errors import require_numbers
-from lunar_exp.hooks import check_layers, decoder_layers
+from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import RowSource, iter_rows, mean_last_token_outputs
 from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
@@ -39,7 +39,10 @@ class LUNAR:
     Args:
         layers: layer indices to edit, or ``"auto"`` for the steering sweep.
         coeffs: coefficient c per layer (one value is broadcast).
-        solver: ``closed_form`` (exact ridge least squares; default) or ``adamw`` (paper parity).
+        solver: ``closed_form`` (exact ridge least squares from streamed Gram sums, memory
+            independent of the data size; default) or ``adamw`` (paper parity; keeps every row,
+            (d_ff + d_model) x 4 bytes per token and layer, e.g. 0.6 GB per layer for 70k
+            tokens of SmolLM2).
         perturb_positions: forget positions shifted: ``after_prefix``, ``all`` or ``last``.
         pin_retain_answers: pin retain answers' positions too (not only retain prompts).
         pin_abstentions: pin reference prompts with their abstention answers.
@@ -50,7 +53,8 @@ class LUNAR:
         batch_size: AdamW rows per step.
         gamma: ExponentialLR factor per epoch.
         weight_decay: AdamW weight decay (PyTorch default 0.01 in the reference code).
-        activation_batch_size: prompts per forward pass when collecting activations.
+        activation_batch_size: prompts per forward pass when collecting activations (the run's
+            ``batch_tokens`` also caps each pass's padded tokens).
         sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
         sweep_top_k: how many layers ``auto`` keeps.
         sweep_coeff: steering coefficient of the sweep's probe (the paper's probe uses 2.0); the
@@ -58,6 +62,9 @@ class LUNAR:
         sweep_retain_weight: weight of retain harm in the sweep's score.
         sweep_probe: forget and retain questions generated per candidate layer.
         seed: seed for the AdamW row order.
+        mode: ``edit`` writes the edits into the weights; ``hook`` leaves the weights alone and
+            returns an inference-time control that applies the same edits as a removable forward
+            hook on ``down_proj`` (on inside the context, base behaviour outside).
     """
 
     def __init__(
@@ -82,7 +89,10 @@ class LUNAR:
         sweep_retain_weight: float = 0.5,
         sweep_probe: int = 10,
         seed: int = 0,
+        mode: Literal["edit", "hook"] = "edit",
     ) -> None:
+        if mode not in ("edit", "hook"):
+            raise ValueError(f"method.mode={mode!r}: use edit (weights) or hook (inference time).")
         if solver not in ("closed_form", "adamw"):
             raise ValueError(f"method.solver={solver!r}: use closed_form or adamw.")
         if perturb_positions not in ("after_prefix", "all", "last"):
@@ -115,6 +125,7 @@ class LUNAR:
         self.sweep_coeff = sweep_coeff
         self.sweep_retain_weight = sweep_retain_weight
         self.sweep_probe = sweep_probe
+        self.mode = mode
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers do not fit ``chat.model``."""
@@ -134,7 +145,11 @@ class LUNAR:
         coeffs = self._coeffs_for(layers)
         vectors = self._vectors(chat, data, layers)
         deltas, metrics = self._solve(chat, data, layers, coeffs, vectors)
-        self._write_back(chat, deltas)
+        control = None
+        if self.mode == "edit":
+            self._write_back(chat, deltas)
+        else:
+            control = redirection(deltas)
         for layer in layers:
             metrics[f"lunar/r_norm/layer{layer}"] = float(vectors[layer].norm())
         metrics["unlearn/params_changed"] = float(
@@ -147,8 +162,11 @@ class LUNAR:
             "solver": self.solver,
             "perturb_positions": self.perturb_positions,
             "layer_sweep": sweep,
+            "mode": self.mode,
         }
-        return UnlearnOutcome(metrics, tensors, info)
+        if self.mode == "hook":
+            tensors.update({f"delta.layer{k}": v.float() for k, v in deltas.items()})
+        return UnlearnOutcome(metrics, tensors, info, control)
 
     def _coeffs_for(self, layers: list[int]) -> list[float]:
         if len(self.coeffs) == 1:
@@ -256,6 +274,16 @@ class LUNAR:
             for layer, delta in deltas.items():
                 weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
                 weight.copy_((weight.double() + delta.to(weight.device)).to(weight.dtype))
+
+
+def redirection(deltas: dict[int, torch.Tensor]):
+    """Inference-time switch for LUNAR's edits; use as ``with control(chat): ...``."""
+    stored = {layer: delta.float() for layer, delta in deltas.items()}
+
+    def control(chat: ChatModel):
+        return redirect_down_proj(chat.model, stored)
+
+    return control
 
 
 def _implied_v(delta: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,12 @@ def higher_is_better(key: str) -> bool | None:
     """True / False for a metric key, None when closeness to a target (0) is what counts.
 
     On the ``forget`` split (and WMDP's hazard tasks) a knowledge metric flips: lower is better.
+    Attack and sequential-request keys (``attack/<name>/...``, ``seq/<k>/...``) follow the key
+    they prefix.
     """
+    parts = key.split("/")
+    if len(parts) > 2 and parts[0] in ("attack", "seq"):
+        key = "/".join(parts[2:])
     if key in KEY_HIGHER_IS_BETTER:
         return KEY_HIGHER_IS_BETTER[key]
     split, _, name = key.rpartition("/")

@@ -2,11 +2,19 @@
 
 * :func:`greedy_generate`: batched greedy decoding with left padding.
 * :func:`answer_nll`: per-example mean negative log-likelihood of answer tokens given the prompt.
+
+Every inference pass here (and LUNAR's activation collection) streams its inputs in batches of at
+most ``batch_size`` sequences and, inside :func:`batch_token_budget`, at most that many padded
+tokens: a forward pass's activations and logits grow with batch x padded length, so the budget
+bounds memory whatever the number or length of the items. The pipeline opens the budget from the
+top-level ``batch_tokens`` setting; training loops keep their own ``batch_size``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from tqdm.auto import tqdm
@@ -30,13 +38,58 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def batches(count: int, batch_size: int, desc: str | None = None):
-    """Yield index ranges of ``batch_size`` (with a tqdm bar when ``desc`` is given)."""
-    starts = range(0, count, batch_size)
-    if desc:
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False)
-    for start in starts:
-        yield range(start, min(start + batch_size, count))
+_BATCH_TOKENS: ContextVar[int | None] = ContextVar("batch_tokens", default=None)
+
+
+@contextmanager
+def batch_token_budget(tokens: int | None) -> Iterator[None]:
+    """Cap every inference batch inside the block at ``tokens`` padded tokens (None: no cap).
+
+    A single sequence longer than the budget still runs, alone in its batch.
+    """
+    if tokens is not None and (isinstance(tokens, bool) or not isinstance(tokens, int)):
+        raise ValueError(f"batch_tokens={tokens!r} is not an integer. Fix: e.g. batch_tokens=8192.")
+    if tokens is not None and tokens < 1:
+        raise ValueError(f"batch_tokens={tokens} must be positive. Fix: e.g. batch_tokens=8192.")
+    token = _BATCH_TOKENS.set(tokens)
+    try:
+        yield
+    finally:
+        _BATCH_TOKENS.reset(token)
+
+
+def _spans(count: int, batch_size: int, lengths: Sequence[int] | None) -> list[range]:
+    """Consecutive index ranges of at most ``batch_size`` items and the token budget."""
+    budget = _BATCH_TOKENS.get()
+    if budget is None or lengths is None:
+        return [range(s, min(s + batch_size, count)) for s in range(0, count, batch_size)]
+    spans, start = [], 0
+    while start < count:
+        end, width = start + 1, lengths[start]
+        while end < count and end - start < batch_size:
+            wider = max(width, lengths[end])
+            if wider * (end - start + 1) > budget:
+                break
+            end, width = end + 1, wider
+        spans.append(range(start, end))
+        start = end
+    return spans
+
+
+def batches(
+    count: int, batch_size: int, desc: str | None = None, lengths: Sequence[int] | None = None
+):
+    """Yield consecutive index ranges of at most ``batch_size`` items, in order.
+
+    Args:
+        count: number of items.
+        batch_size: most items per batch.
+        desc: tqdm label (no progress bar when None).
+        lengths: each item's padded length in tokens (prompt + answer, or prompt + generated
+            tokens); with them, batches also stay within the current :func:`batch_token_budget`.
+    """
+    spans = _spans(count, batch_size, lengths)
+    yield from tqdm(spans, desc=desc, unit="batch", leave=False) if desc else spans
 
 
 @torch.inference_mode()
@@ -52,7 +105,8 @@ def greedy_generate(
     pad = padding_id(tokenizer)
     outputs: list[str] = []
     device = model.device
-    for index in batches(len(prompts), batch_size, desc):
+    lengths = [len(p) + max_new_tokens for p in prompts]
+    for index in batches(len(prompts), batch_size, desc, lengths):
         ids, mask = pad_left([prompts[i] for i in index], pad)
         generated = model.generate(
             input_ids=ids.to(device),
@@ -114,7 +168,7 @@ def answer_nll(
 ) -> list[float]:
     """Mean answer-token NLL of each (prompt ids, answer ids) pair, teacher-forced."""
     values: list[float] = []
-    for index in batches(len(pairs), batch_size, desc):
+    for index in batches(len(pairs), batch_size, desc, [len(p) + len(a) for p, a in pairs]):
         ids, mask, labels = pair_batch([pairs[i] for i in index], pad_id)
         device = model.device
         nll, valid = token_nll(model, ids.to(device), mask.to(device), labels.to(device))
@@ -135,7 +189,7 @@ def answer_token_stats(
     Returns one ``(log-probs, argmax ids)`` pair of lists per (prompt, answer) pair.
     """
     values: list[tuple[list[float], list[int]]] = []
-    for index in batches(len(pairs), batch_size, desc):
+    for index in batches(len(pairs), batch_size, desc, [len(p) + len(a) for p, a in pairs]):
         ids, mask, labels = (
             t.to(model.device) for t in pair_batch([pairs[i] for i in index], pad_id)
         )

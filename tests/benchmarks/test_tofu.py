@@ -72,6 +72,8 @@ def test_every_split_loads_from_the_shared_copy(split, forget, retain, holdout):
     assert {qa.edge for qa in data.forget} == {
         f"forget_author_{i:03d}" for i in range(forget // 20)
     }
+    # TOFU's paraphrased questions feed the paraphrase attack
+    assert all(qa.paraphrase and qa.paraphrase != qa.question for qa in data.forget)
 
 
 @needs_shared()

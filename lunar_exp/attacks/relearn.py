@@ -1,0 +1,96 @@
+"""Relearning: a few fine-tuning steps on a slice of the forget set, then the rest is scored.
+
+Knowledge that was hidden rather than removed comes back on questions the attacker never
+trained on (Lynch et al. 2024; Hu et al., "Jogging the memory of unlearned LLMs", 2024).
+"""
+
+from __future__ import annotations
+
+import math
+
+from lunar_exp.attacks._common import AttackTarget, model_copy
+from lunar_exp.attacks._qa import mean_answer_nll, score_qa
+from lunar_exp.errors import require_numbers
+from lunar_exp.interfaces import EvalResult, UnlearnData
+from lunar_exp.metrics.primitives import padding_id
+from lunar_exp.metrics.text import deviation_score
+from lunar_exp.prompts import encode_item_pairs
+from lunar_exp.training import supervised_finetune
+
+
+class Relearn:
+    """Fine-tune a copy on the first ``n_items`` forget items; score the other forget items.
+
+    Args:
+        n_items: forget items the attacker trains on (the rest are held out and scored).
+        steps: optimizer steps (batches), whole epochs over the slice.
+        lr: AdamW learning rate.
+        batch_size: items per step.
+        seed: order of the items within an epoch.
+    """
+
+    def __init__(
+        self,
+        n_items: int = 2,
+        steps: int = 10,
+        lr: float = 1e-4,
+        batch_size: int = 2,
+        seed: int = 0,
+    ) -> None:
+        require_numbers("attack.relearn", lr=lr, n_items=n_items, steps=steps)
+        if n_items < 1 or steps < 1 or batch_size < 1:
+            raise ValueError("attack.relearn n_items, steps and batch_size must be at least 1.")
+        self.n_items, self.steps, self.lr = int(n_items), int(steps), float(lr)
+        self.batch_size, self.seed = int(batch_size), seed
+
+    def check(self, chat, data: UnlearnData) -> None:
+        """The forget set must keep at least one item out of the attacker's slice."""
+        if len(data.forget) <= self.n_items:
+            raise ValueError(
+                f"attack.relearn.n_items={self.n_items} leaves no held-out forget item (the "
+                f"forget set has {len(data.forget)}). Fix: lower attack.relearn.n_items."
+            )
+
+    def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
+        """Train a copy on the slice, then score held-out forget items and the retain set."""
+        slice_, held_out = target.data.forget[: self.n_items], target.data.forget[self.n_items :]
+        with target.control(target.chat):
+            nll_before = _nll_pair(target.chat, slice_, held_out)
+        with model_copy(target.chat) as clone, target.control(clone):
+            for param in clone.model.parameters():
+                param.requires_grad_(True)
+            self._train(clone, slice_)
+            nll_after = _nll_pair(clone, slice_, held_out)
+            result = score_qa(
+                clone, target.benchmark, {"forget": held_out, "retain": target.data.retain}
+            )
+        result.metrics["deviation_score"] = deviation_score(
+            result.metrics["forget/rouge1_recall"], result.metrics["retain/rouge1_recall"]
+        )
+        return result, {
+            "trained/answer_nll_before": nll_before[0],
+            "trained/answer_nll_after": nll_after[0],
+            "held_out/answer_nll_before": nll_before[1],
+            "held_out/answer_nll_after": nll_after[1],
+            "n_trained": len(slice_),
+            "n_held_out": len(held_out),
+        }
+
+    def _train(self, chat, items) -> None:
+        pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
+        epochs = math.ceil(self.steps / math.ceil(len(pairs) / self.batch_size))
+        supervised_finetune(
+            chat.model,
+            pairs,
+            padding_id(chat.tokenizer),
+            lr=self.lr,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            desc="relearn attack",
+        )
+
+
+def _nll_pair(chat, trained, held_out) -> tuple[float, float]:
+    """Mean answer NLL on the attacker's slice and on the held-out forget items."""
+    return mean_answer_nll(chat, trained), mean_answer_nll(chat, held_out)

@@ -1,0 +1,98 @@
+"""Reverse direction (white-box): subtract c·r_l from the edited blocks' outputs (LUNAR.md §4)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from lunar_exp.attacks._common import AttackTarget, check_attack_layers, edited_layers
+from lunar_exp.errors import require_numbers
+from lunar_exp.hooks import add_to_block_outputs
+from lunar_exp.interfaces import EvalResult
+from lunar_exp.methods._activations import mean_last_token_outputs
+from lunar_exp.metrics.primitives import padding_id
+from lunar_exp.prompts import encode_item_prompts
+
+log = logging.getLogger(__name__)
+
+
+class ReverseDirection:
+    """Push activations back along the unlearning direction at every position.
+
+    With LUNAR's saved unlearning vectors ``r_l`` and coefficients the attacker knows exactly
+    what was added; for methods without vectors the direction is recomputed on the unlearned
+    model as mean(reference) − mean(forget) at the last prompt token, as LUNAR computes it.
+
+    Args:
+        source: ``saved`` uses the method's own vectors when it saved them (the oracle attacker
+            of LUNAR.md §4); ``recompute`` always estimates the direction from the unlearned
+            model (an attacker who has the weights but not the vectors).
+        coeff: c; default: the method's own coefficients (LUNAR), else ``default_coeff``.
+        default_coeff: c when the method has no coefficient.
+        layers: layers to attack; default: the method's edited layers (or the fallback depth).
+        batch_size: prompts per forward pass when recomputing a direction.
+    """
+
+    def __init__(
+        self,
+        source: Literal["saved", "recompute"] = "saved",
+        coeff: float | None = None,
+        default_coeff: float = 2.0,
+        layers: Sequence[int] | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        require_numbers("attack.reverse_direction", default_coeff=default_coeff)
+        if coeff is not None:
+            require_numbers("attack.reverse_direction", coeff=coeff)
+        if source not in ("saved", "recompute"):
+            raise ValueError(f"attack reverse_direction source={source!r}: use saved or recompute.")
+        self.source = source
+        self.coeff = coeff
+        self.default_coeff = float(default_coeff)
+        self.layers = None if layers is None else [int(layer) for layer in layers]
+        self.batch_size = batch_size
+
+    def check(self, chat, data) -> None:
+        """Fail early on layers out of range or a missing reference set."""
+        if self.layers is not None:
+            check_attack_layers(chat.model, self.layers, "layers")
+
+    def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
+        """The benchmark's evaluation with ``-c·r_l`` added to each attacked block's output."""
+        layers = edited_layers(target, self.layers)
+        vectors, source = self._vectors(target, layers)
+        coeffs = self._coeffs(target, layers)
+        shifts = {layer: -c * vectors[layer] for layer, c in zip(layers, coeffs, strict=True)}
+        with add_to_block_outputs(target.chat.model, shifts):
+            result = target.evaluate()
+        return result, {"layers": layers, "coeffs": coeffs, "direction": source}
+
+    def _vectors(self, target: AttackTarget, layers: list[int]):
+        saved = {layer: target.outcome.tensors.get(f"r.layer{layer}") for layer in layers}
+        if self.source == "saved" and all(vector is not None for vector in saved.values()):
+            return {k: v.float() for k, v in saved.items()}, "saved"
+        data, chat = target.data, target.chat
+        if not data.reference:
+            raise ValueError(
+                "attack reverse_direction needs the method's vectors or reference prompts to "
+                "recompute them; the benchmark gives none. Fix: drop reverse_direction."
+            )
+        tok, pad = chat.tokenizer, padding_id(chat.tokenizer)
+        ref = encode_item_prompts(tok, data.reference, chat.system_prompt)
+        fgt = encode_item_prompts(tok, data.forget, chat.system_prompt)
+        with target.control(chat):
+            ref_mean = mean_last_token_outputs(chat.model, ref, layers, pad, self.batch_size, "r")
+            fgt_mean = mean_last_token_outputs(chat.model, fgt, layers, pad, self.batch_size, "r")
+        log.info("reverse_direction: direction recomputed on the unlearned model at %s", layers)
+        return {k: (ref_mean[k] - fgt_mean[k]).to(torch.float32) for k in layers}, "recomputed"
+
+    def _coeffs(self, target: AttackTarget, layers: list[int]) -> list[float]:
+        if self.coeff is not None:
+            return [float(self.coeff)] * len(layers)
+        own = target.outcome.info.get("coeffs")
+        if own and len(own) == len(layers):
+            return [float(c) for c in own]
+        return [self.default_coeff] * len(layers)

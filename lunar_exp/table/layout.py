@@ -1,0 +1,88 @@
+"""The column layout of paper tables, read from one YAML file (``conf/table/paper.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from lunar_exp.metrics.directions import higher_is_better
+
+DEFAULT_LAYOUT = Path(__file__).resolve().parents[2] / "conf" / "table" / "paper.yaml"
+# Key prefixes that do not change which way a metric is better.
+_PREFIXES = ("attack", "seq", "before")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column: the ``metrics.json`` key and its header label."""
+
+    key: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Row order and labels of methods, metric columns, attack columns.
+
+    Attributes:
+        methods: method name -> row label, in row order.
+        columns: metric key -> column label, in column order.
+        attacks: attack name -> label, in column order.
+        attack_metrics: metric key under ``attack/<name>/`` -> short label.
+    """
+
+    methods: Mapping[str, str]
+    columns: Mapping[str, str]
+    attacks: Mapping[str, str]
+    attack_metrics: Mapping[str, str]
+
+    def method_label(self, method: str) -> str:
+        """The row label of a method (its name when the layout has none)."""
+        return self.methods.get(method, method)
+
+    def method_rank(self, method: str) -> tuple[int, str]:
+        """Sort key: layout order first, other methods after, by name."""
+        order = list(self.methods)
+        return (order.index(method) if method in order else len(order), method)
+
+    def all_columns(self) -> list[Column]:
+        """Every column the layout names, plain metrics first, then each attack's metrics."""
+        columns = [Column(key, label) for key, label in self.columns.items()]
+        for name, attack_label in self.attacks.items():
+            for key, label in self.attack_metrics.items():
+                columns.append(Column(f"attack/{name}/{key}", f"{attack_label} {label}"))
+        return columns
+
+    def select(self, available: Collection[str], keys: Sequence[str] | None = None) -> list[Column]:
+        """Columns for a table: ``keys`` in the given order, else the layout's that some run has."""
+        if keys:
+            labels = {c.key: c.label for c in self.all_columns()}
+            return [Column(key, labels.get(key, key)) for key in keys]
+        return [column for column in self.all_columns() if column.key in available]
+
+
+def load_layout(path: Path = DEFAULT_LAYOUT) -> Layout:
+    """Read a layout file; missing sections are empty."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    sections = ("methods", "columns", "attacks", "attack_metrics")
+    return Layout(*({str(k): str(v) for k, v in (values.get(s) or {}).items()} for s in sections))
+
+
+def direction(key: str) -> bool | None:
+    """True/False when higher/lower is better, None when closer to 0 is.
+
+    ``attack/<name>/``, ``seq/<k>/`` and ``before/`` prefixes are dropped first, so an attacked
+    Deviation Score is still lower-is-better.
+    """
+    parts = key.split("/")
+    while len(parts) > 1 and parts[0] in _PREFIXES:
+        parts = parts[2:] if parts[0] in ("attack", "seq") else parts[1:]
+    return higher_is_better("/".join(parts))
+
+
+def arrow(key: str) -> str:
+    """↑ higher is better, ↓ lower, →0 closer to 0."""
+    return {True: "↑", False: "↓", None: "→0"}[direction(key)]

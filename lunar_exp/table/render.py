@@ -1,0 +1,163 @@
+"""Aggregate runs over seeds (mean ± std) and write the table as Markdown, LaTeX or CSV."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from lunar_exp.table.layout import Column, Layout, arrow, direction
+from lunar_exp.table.runs import GROUP_KEYS, RunRecord, run_counts, tidy_frame
+
+NOTE = "mean ± std over seeds (std when n ≥ 2); n = finished runs, n_failed = runs without results"
+
+
+@dataclass(frozen=True)
+class Table:
+    """An aggregated table, ready to render.
+
+    Attributes:
+        frame: one row per group (index ``GROUP_KEYS``) with ``n``, ``n_failed`` and
+            ``<key> mean`` / ``<key> std`` for every column.
+        columns: the metric columns, in order.
+        labels: group key -> header for the group columns that vary between rows.
+        constant: group key -> value for those that do not (shown above the table).
+        failed: sources (run dirs, W&B paths) of the failed runs.
+    """
+
+    frame: pd.DataFrame
+    columns: list[Column]
+    labels: dict[str, str]
+    constant: dict[str, str]
+    failed: list[str]
+
+
+def build_table(
+    records: Sequence[RunRecord], layout: Layout, metrics: Sequence[str] | None = None
+) -> Table:
+    """Group runs by benchmark × model × method × attack and average each metric over seeds."""
+    tidy = tidy_frame(records)
+    columns = layout.select(set(tidy["metric"]), metrics)
+    stats = tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"])
+    frame = run_counts(records)
+    for column in columns:
+        chosen = stats[stats.index.get_level_values("metric") == column.key].droplevel("metric")
+        for stat in ("mean", "std"):
+            frame[f"{column.key} {stat}"] = chosen[stat].reindex(frame.index)
+    order = sorted(range(len(frame)), key=lambda i: _row_order(frame.index[i], layout))
+    frame = frame.iloc[order]
+    varying = [k for k in GROUP_KEYS if frame.index.get_level_values(k).nunique() > 1]
+    labels = {k: k.capitalize() for k in GROUP_KEYS if k in varying or k == "method"}
+    constant = {
+        k: str(frame.index.get_level_values(k)[0])
+        for k in GROUP_KEYS
+        if k not in labels and not (k == "attack" and frame.index.get_level_values(k)[0] == "none")
+    }
+    failed = sorted(run.source for run in records if run.failed)
+    return Table(frame, columns, labels, constant, failed)
+
+
+def _row_order(index: tuple, layout: Layout) -> tuple:
+    group = dict(zip(GROUP_KEYS, index, strict=True))
+    method = layout.method_rank(group["method"])
+    return (group["benchmark"], group["model"], method, group["attack"] != "none", group["attack"])
+
+
+def best_rows(table: Table, column: Column) -> pd.Series:
+    """True for the best mean of a column within each benchmark × model block, if any differ."""
+    means = table.frame[f"{column.key} mean"]
+    way = direction(column.key)
+    score = means if way is False else (-means if way else means.abs())
+    best = pd.Series(False, index=means.index)
+    for _, block in score.groupby(level=["benchmark", "model"]):
+        block = block.dropna()
+        if len(block) >= 2 and block.min() < block.max():  # a tie everywhere marks nothing
+            best[block.index[block == block.min()]] = True
+    return best
+
+
+def cell(mean: float, std: float) -> str:
+    """``0.123 ± 0.010`` (three decimals, one from 10 up); the mean alone without a std."""
+    if mean is None or math.isnan(mean):
+        return "–"
+    digits = 1 if abs(mean) >= 10 else 3
+    text = f"{mean:.{digits}f}"
+    return text if std is None or math.isnan(std) else f"{text} ± {std:.{digits}f}"
+
+
+def _body(table: Table, layout: Layout, bold) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells; ``bold`` wraps the best cell of every column."""
+    header = [*table.labels.values(), "n", "n_failed"]
+    header += [f"{c.label} {arrow(c.key)}" for c in table.columns]
+    best = {c.key: best_rows(table, c) for c in table.columns}
+    rows = []
+    for index, row in table.frame.iterrows():
+        group = dict(zip(GROUP_KEYS, index, strict=True))
+        cells = [layout.method_label(group[k]) if k == "method" else group[k] for k in table.labels]
+        cells += [str(int(row["n"])), str(int(row["n_failed"]))]
+        for c in table.columns:
+            text = cell(row[f"{c.key} mean"], row[f"{c.key} std"])
+            cells.append(bold(text) if best[c.key][index] else text)
+        rows.append(cells)
+    return header, rows
+
+
+def _caption(table: Table) -> str:
+    context = ", ".join(f"{k} {v}" for k, v in table.constant.items())
+    return f"{context}; {NOTE}" if context else NOTE
+
+
+def to_markdown(table: Table, layout: Layout) -> str:
+    """A GitHub Markdown table with the best cells in bold, then the failed runs."""
+    header, rows = _body(table, layout, lambda text: f"**{text}**")
+    width = len(table.labels)
+    lines = [_caption(table), "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" if i < width else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    if table.failed:
+        lines += ["", f"Failed or unfinished runs ({len(table.failed)}, no metrics.json):"]
+        lines += [f"- {source}" for source in table.failed]
+    return "\n".join(lines) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and write ±, arrows and →0 in math mode."""
+    for old, new in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#")):
+        text = text.replace(old, new)
+    text = text.replace("_", r"\_").replace("±", r"$\pm$").replace("→0", r"$\to 0$")
+    text = text.replace("≥", r"$\geq$")
+    return text.replace("↑", r"$\uparrow$").replace("↓", r"$\downarrow$").replace("–", "--")
+
+
+def to_latex(table: Table, layout: Layout) -> str:
+    """A booktabs ``tabular`` with the best cells in bold; failed runs as comments."""
+    header, rows = _body(table, layout, lambda text: f"\\textbf{{{latex_escape(text)}}}")
+    spec = "l" * len(table.labels) + "r" * (len(header) - len(table.labels))
+    lines = [f"% {latex_escape(_caption(table))}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule"]
+    lines.append(" & ".join(latex_escape(h) for h in header) + r" \\")
+    lines.append(r"\midrule")
+    for cells in rows:
+        escaped = [c if c.startswith("\\textbf") else latex_escape(c) for c in cells]
+        lines.append(" & ".join(escaped) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [f"% failed (no metrics.json): {source}" for source in table.failed]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """The numbers behind the table (means, stds, counts), one row per group."""
+    keep = ["n", "n_failed"] + [f"{c.key} {s}" for c in table.columns for s in ("mean", "std")]
+    return table.frame[keep].reset_index().to_csv(index=False)
+
+
+def render(table: Table, layout: Layout, fmt: str) -> str:
+    """The table in ``fmt``: ``md``, ``latex`` or ``csv``."""
+    if fmt == "md":
+        return to_markdown(table, layout)
+    if fmt == "latex":
+        return to_latex(table, layout)
+    if fmt == "csv":
+        return to_csv(table)
+    raise ValueError(f"format {fmt!r}: use md, latex or csv.")

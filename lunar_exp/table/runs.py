@@ -1,0 +1,150 @@
+"""Run dirs (or W&B runs) -> :class:`RunRecord` objects -> one tidy frame.
+
+A run dir is a directory holding ``.hydra/config.yaml``. Its result is ``metrics.json``; a run
+dir without one is a failed (or unfinished) run and is kept, so tables can flag it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+# What a table row is grouped by; seeds are averaged within a group.
+GROUP_KEYS = ("benchmark", "model", "method", "attack")
+NO_ATTACK = "none"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run, read from a run dir or from W&B.
+
+    Attributes:
+        source: the run dir, or the W&B run path ``entity/project/id``.
+        labels: benchmark, model, method and attack (``none`` without an attack choice).
+        seed: the run's seed; None when unknown.
+        metrics: the run's results; None for a failed or unfinished run.
+        info: ``unlearn_info.json`` (LUNAR's layers and layer sweep); empty when absent.
+    """
+
+    source: str
+    labels: Mapping[str, str]
+    seed: int | None
+    metrics: Mapping[str, object] | None
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """True when the run left no results."""
+        return self.metrics is None
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every directory under ``root`` (``root`` included) that holds ``.hydra/config.yaml``."""
+    return sorted({p.parent.parent for p in root.rglob(".hydra/config.yaml")})
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def target_label(node: object) -> str | None:
+    """A group label guessed from a config node's ``_target_`` (``...methods.ga.GA`` -> ``ga``)."""
+    if not isinstance(node, Mapping) or not isinstance(node.get("_target_"), str):
+        return None
+    parts = node["_target_"].split(".")
+    return parts[-2] if len(parts) > 1 else parts[-1].lower()
+
+
+def _label(value: object, missing: str) -> str:
+    if isinstance(value, list | tuple):
+        value = "+".join(str(v) for v in value)
+    return missing if value in (None, "null", "[]", "") else str(value)
+
+
+def labels_from(choices: Mapping[str, object], config: Mapping[str, object]) -> dict[str, str]:
+    """Benchmark, model, method and attack from Hydra's group choices, else from ``_target_``."""
+    labels = {}
+    for key in GROUP_KEYS:
+        value = choices.get(key)
+        if value is None and key != "attack":
+            value = target_label(config.get(key))
+        labels[key] = _label(value, NO_ATTACK if key == "attack" else "unknown")
+    return labels
+
+
+def _seed(config: Mapping[str, object]) -> int | None:
+    seed = config.get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def read_run_dir(run_dir: Path) -> RunRecord:
+    """A run dir's record: choices from ``.hydra/hydra.yaml``, seed from the saved config."""
+    config = _read_json(run_dir / "run_config.json") or _read_yaml(run_dir / ".hydra/config.yaml")
+    hydra = _read_yaml(run_dir / ".hydra/hydra.yaml").get("hydra") or {}
+    choices = (hydra.get("runtime") or {}).get("choices") or {}
+    return RunRecord(
+        source=str(run_dir),
+        labels=labels_from(choices, config),
+        seed=_seed(config),
+        metrics=_read_json(run_dir / "metrics.json"),
+        info=_read_json(run_dir / "unlearn_info.json") or {},
+    )
+
+
+def is_number(value: object) -> bool:
+    """True for finite ints and floats (bools, None, text and NaN are not table values)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def tidy_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per finished run and numeric metric: labels, seed, source, metric, value."""
+    rows = [
+        {**run.labels, "seed": run.seed, "source": run.source, "metric": key, "value": value}
+        for run in records
+        if not run.failed
+        for key, value in run.metrics.items()
+        if is_number(value)
+    ]
+    columns = [*GROUP_KEYS, "seed", "source", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns).astype({"value": float})
+
+
+def run_counts(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Finished (``n``) and failed (``n_failed``) runs per group."""
+    frame = pd.DataFrame(
+        [{**run.labels, "failed": run.failed} for run in records],
+        columns=[*GROUP_KEYS, "failed"],
+    )
+    grouped = frame.groupby(list(GROUP_KEYS))["failed"]
+    return pd.DataFrame({"n": grouped.size() - grouped.sum(), "n_failed": grouped.sum()}).astype(
+        int
+    )
+
+
+def repeated_runs(records: Sequence[RunRecord]) -> list[str]:
+    """Groups with more than one finished run of the same seed (e.g. two sweeps in one dir)."""
+    counts = Counter(
+        ("/".join(run.labels.values()), run.seed)
+        for run in records
+        if not run.failed and run.seed is not None
+    )
+    return [f"{group} seed {seed} ({n} runs)" for (group, seed), n in counts.items() if n > 1]

@@ -1,0 +1,159 @@
+"""Attack mechanics on the tiny model: copies and hooks leave the unlearned model untouched."""
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from lunar_exp.attacks._common import AttackTarget
+from lunar_exp.attacks.grid_quantize import round_to_q4_1
+from lunar_exp.attacks.runner import run_attacks
+from lunar_exp.hooks import count_hooks
+from lunar_exp.methods.lunar import LUNAR
+from lunar_exp.metrics.primitives import greedy_generate
+from lunar_exp.prompts import encode_item_prompts
+from tests.conftest import compose_config, toy_benchmark
+
+ATTACKS = [
+    "layer_skip",
+    "reverse_direction",
+    "reverse_direction_recomputed",
+    "quantize_int8",
+    "quantize_int4",
+    "quantize_nf4",
+    "quantize_q4_1_grid",
+    "relearn",
+    "paraphrase",
+]
+
+
+def attacks_from_config(names, overrides=()):
+    cfg = compose_config(["+exp=smoke", f"attack=[{','.join(names)}]", *overrides])
+    return {name: instantiate(node) for name, node in cfg.attack.items()}
+
+
+def unlearned(tiny_target, toy_data):
+    benchmark = toy_benchmark()
+    outcome = LUNAR(layers=[2], coeffs=[2.0]).unlearn(tiny_target, toy_data)
+    after = benchmark.evaluate(tiny_target, toy_data)
+    return AttackTarget(tiny_target, toy_data, benchmark, outcome, after)
+
+
+def fingerprint(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_attack_all_composes_every_attack():
+    cfg = compose_config(["+exp=smoke", "attack=all"])
+    assert list(cfg.attack) == ATTACKS
+    assert dict(compose_config(["+exp=smoke"]).attack) == {}
+
+
+def test_every_attack_leaves_the_unlearned_weights_bit_identical(tiny_target, toy_data):
+    target = unlearned(tiny_target, toy_data)
+    before = fingerprint(tiny_target.model)
+    attacks = attacks_from_config(ATTACKS, ["attack.relearn.n_items=1"])
+    metrics, records, _ = run_attacks(attacks, target)
+    after = fingerprint(tiny_target.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert count_hooks(tiny_target.model) == 0
+    for name in ATTACKS:
+        assert f"attack/{name}/forget/rouge1_recall" in metrics
+        assert f"attack/{name}/deviation_score" in metrics
+        assert records[f"attack/{name}/forget"]
+
+
+@pytest.mark.parametrize(
+    "name", ["quantize_int8", "quantize_int4", "quantize_nf4", "quantize_q4_1_grid"]
+)
+def test_quantized_weights_differ_and_the_model_still_generates(tiny_target, toy_data, name):
+    target = unlearned(tiny_target, toy_data)
+    metrics, records, _ = run_attacks(attacks_from_config([name]), target)
+    assert 0 < metrics[f"attack/{name}/weights/relative_change"] < 0.2
+    assert metrics[f"attack/{name}/weights/changed_fraction"] > 0.5
+    responses = [row["response"] for row in records[f"attack/{name}/forget"]]
+    assert all(isinstance(text, str) and text for text in responses)
+
+
+def test_int4_moves_weights_more_than_int8(tiny_target, toy_data):
+    target = unlearned(tiny_target, toy_data)
+    metrics, _, _ = run_attacks(attacks_from_config(["quantize_int8", "quantize_int4"]), target)
+    int8 = metrics["attack/quantize_int8/weights/relative_change"]
+    assert metrics["attack/quantize_int4/weights/relative_change"] > 4 * int8
+
+
+def test_q4_1_rounding_is_idempotent_and_exact_on_its_own_grid():
+    torch.manual_seed(0)
+    weight = torch.randn(8, 64)
+    once = round_to_q4_1(weight)
+    assert not torch.equal(once, weight)
+    assert torch.equal(round_to_q4_1(once), once)
+    levels = once.reshape(-1, 32)
+    for group in levels:
+        assert len(torch.unique(group)) <= 16
+
+
+def test_relearn_trains_a_copy_on_the_forget_slice(tiny_target, toy_data):
+    target = unlearned(tiny_target, toy_data)
+    attacks = attacks_from_config(["relearn"], ["attack.relearn.n_items=1"])
+    metrics, _, _ = run_attacks(attacks, target)
+    before = metrics["attack/relearn/trained/answer_nll_before"]
+    assert metrics["attack/relearn/trained/answer_nll_after"] < before
+    # the tiny model does not generalise between facts; the held-out drop is tested on the
+    # embedded model (tests/attacks/test_attacks_embedded.py)
+    assert "attack/relearn/held_out/answer_nll_after" in metrics
+    assert metrics["attack/relearn/n_held_out"] == len(toy_data.forget) - 1
+
+
+def test_reverse_direction_uses_saved_vectors_for_lunar_and_recomputes_for_others(
+    tiny_target, toy_data
+):
+    target = unlearned(tiny_target, toy_data)
+    _, _, info = run_attacks(attacks_from_config(["reverse_direction"]), target)
+    assert info["reverse_direction"]["direction"] == "saved"
+    assert info["reverse_direction"]["coeffs"] == [2.0]
+    target.outcome = type(target.outcome)({}, {}, {})  # a method with no vectors and no layers
+    _, _, info = run_attacks(attacks_from_config(["reverse_direction"]), target)
+    assert info["reverse_direction"] == {"layers": [2], "coeffs": [2.0], "direction": "recomputed"}
+
+
+def test_paraphrase_asks_the_paraphrased_questions(tiny_target, toy_data):
+    target = unlearned(tiny_target, toy_data)
+    _, records, _ = run_attacks(attacks_from_config(["paraphrase"]), target)
+    asked = [row["question"] for row in records["attack/paraphrase/forget"]]
+    assert asked == [item.paraphrase for item in toy_data.forget]
+    assert asked != [item.question for item in toy_data.forget]
+
+
+def test_hook_mode_matches_edit_mode_and_switches_off(tiny_target, toy_data):
+    prompts = encode_item_prompts(tiny_target.tokenizer, toy_data.forget, tiny_target.system_prompt)
+    ids = torch.tensor([prompts[0]])
+    base = tiny_target.model(ids).logits
+    weights = fingerprint(tiny_target.model)
+    hooked = LUNAR(layers=[2], coeffs=[2.0], mode="hook").unlearn(tiny_target, toy_data)
+    assert all(torch.equal(weights[k], v) for k, v in tiny_target.model.state_dict().items())
+    with hooked.control(tiny_target):
+        on = tiny_target.model(ids).logits
+        assert count_hooks(tiny_target.model) == 1
+    off = tiny_target.model(ids).logits
+    assert count_hooks(tiny_target.model) == 0
+    assert torch.equal(off, base) and not torch.allclose(on, base)
+    LUNAR(layers=[2], coeffs=[2.0], mode="edit").unlearn(tiny_target, toy_data)
+    edited = tiny_target.model(ids).logits
+    torch.testing.assert_close(on, edited, rtol=1e-4, atol=1e-4)
+
+
+def test_hook_mode_generation_changes_only_inside_the_control(tiny_target, toy_data):
+    tok = tiny_target.tokenizer
+    prompts = encode_item_prompts(tok, toy_data.forget, tiny_target.system_prompt)
+    base = greedy_generate(tiny_target.model, tok, prompts, 8, 8)
+    outcome = LUNAR(layers=[2], coeffs=[50.0], mode="hook").unlearn(tiny_target, toy_data)
+    with outcome.control(tiny_target):
+        steered = greedy_generate(tiny_target.model, tok, prompts, 8, 8)
+    assert steered != base
+    assert greedy_generate(tiny_target.model, tok, prompts, 8, 8) == base
+
+
+def test_attack_layer_out_of_range_is_a_clear_error(tiny_chat, toy_data):
+    attack = attacks_from_config(["layer_skip"], ["attack.layer_skip.layers=[7]"])["layer_skip"]
+    with pytest.raises(ValueError, match=r"out of range for a 4-layer model. Fix: set attack"):
+        attack.check(tiny_chat, toy_data)

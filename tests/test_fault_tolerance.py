@@ -1,0 +1,161 @@
+"""Fault tolerance: kills leave no corrupt cache entry, restarts resume, one failed job of a sweep
+leaves the others' results complete."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lunar_exp import cache
+from lunar_exp.errors import JobFailed, report_failure
+from tests.conftest import ROOT, run_cli
+
+SMOKE_RUN = Path("out") / "toy" / "tiny" / "lunar" / "seed0"
+
+
+def start_cli(args: list[str], tmp_path: Path) -> subprocess.Popen:
+    """`python -m lunar_exp` in the background, with outputs and caches under tmp_path."""
+    env = dict(os.environ, LUNAR_EXP_CACHE=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, "-m", "lunar_exp", f"paths.output_root={tmp_path / 'out'}", *args]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it ends or times out first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before the point where it should be killed"
+        assert time.monotonic() < deadline, "timed out waiting for the stage to kill in"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def log_text(tmp_path: Path) -> str:
+    log = tmp_path / SMOKE_RUN / "lunar_exp.log"
+    return log.read_text() if log.is_file() else ""
+
+
+def complete_entries(tmp_path: Path) -> list[Path]:
+    targets = tmp_path / "cache" / "targets"
+    return sorted(p.parent for p in targets.glob("*/entry.json")) if targets.is_dir() else []
+
+
+def metrics_of(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / SMOKE_RUN / "metrics.json").read_text())
+
+
+def test_kill_during_finetuning_leaves_no_cache_entry_and_the_restart_completes(tmp_path):
+    args = ["+exp=smoke", "finetune.epochs=80"]  # ~5 s of fine-tuning on the tiny model
+    proc = start_cli(args, tmp_path)
+    kill_when(proc, lambda: "Fine-tuning the target model" in log_text(tmp_path))
+    assert proc.returncode == -signal.SIGKILL
+    assert complete_entries(tmp_path) == []
+    assert not list((tmp_path / "out").rglob("metrics.json"))
+
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert metrics_of(tmp_path)["finetune/cached"] is False
+    (entry,) = complete_entries(tmp_path)
+    assert cache.read_entry(entry, verify_hashes=True) is not None
+
+
+def test_run_killed_after_finetuning_resumes_from_the_cached_target_model(tmp_path):
+    # one question per batch and long answers: the evaluation after fine-tuning takes seconds
+    args = ["+exp=smoke", "benchmark.max_new_tokens=80", "benchmark.eval_batch_size=1"]
+    proc = start_cli(args, tmp_path)
+    kill_when(proc, lambda: bool(complete_entries(tmp_path)))
+    assert proc.returncode == -signal.SIGKILL
+    assert not list((tmp_path / "out").rglob("metrics.json"))
+
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Target model loaded from cache" in log_text(tmp_path)
+    assert metrics_of(tmp_path)["finetune/cached"] is True
+
+
+def _flip_bytes(path: Path) -> None:
+    """Change bytes in the middle of the file, keeping its size (a valid safetensors header)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(255 - b for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def test_corrupted_cache_entry_is_detected_and_rebuilt(tmp_path):
+    first = run_cli(["+exp=smoke"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (entry,) = complete_entries(tmp_path)
+    original = (entry / "model.safetensors").read_bytes()
+    for damage in (_flip_bytes, _truncate):
+        damage(entry / "model.safetensors")
+        result = run_cli(["+exp=smoke"], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        log = log_text(tmp_path)
+        assert f"Cache entry {entry} is broken" in log
+        assert "Fine-tuning the target model" in log
+        assert metrics_of(tmp_path)["finetune/cached"] is False
+        assert (entry / "model.safetensors").read_bytes() == original  # rebuilt, identical
+
+
+def test_writer_killed_mid_write_leaves_no_entry_and_its_leftovers_are_removed(tmp_path):
+    target = tmp_path / "entries" / "abc"
+    child = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from lunar_exp import cache\n"
+        "def fill(tmp):\n"
+        "    (tmp / 'model.safetensors').write_bytes(b'partial')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "cache.write_entry(Path(sys.argv[1]), fill, {})\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", child, str(target)], cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    assert cache.read_entry(target) is None
+    assert [p.name.startswith(".abc.") for p in target.parent.iterdir()] == [True]
+
+    cache.write_entry(target, lambda d: (d / "model.safetensors").write_bytes(b"whole"), {"x": 1})
+    assert [p.name for p in target.parent.iterdir()] == ["abc"]
+    assert cache.read_entry(target) == {"x": 1}
+
+
+def test_a_failing_sweep_job_leaves_the_other_jobs_complete(tmp_path):
+    # Job 0 asks for LUNAR's layer 2 on a 2-layer model (bad input found at run time); job 1 is
+    # fine. Each job gets its own dir (both have the same method, model and seed).
+    args = ["-m", "+exp=smoke", "model.num_layers=2,4", "hydra.sweep.subdir=job${hydra.job.num}"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "lunar_exp: error: Layer index [2] is out of range for a 2-layer" in result.stderr
+    (sweep,) = (tmp_path / "out" / "multirun").iterdir()
+    failed, done = sweep / "job0", sweep / "job1"
+    assert (failed / ".hydra" / "config.yaml").is_file()
+    assert not (failed / "metrics.json").exists()
+    assert "Job failed: Layer index [2]" in (failed / "lunar_exp.log").read_text()
+    metrics = json.loads((done / "metrics.json").read_text())
+    assert metrics["finetune/cached"] is False and "deviation_score" in metrics
+
+
+def test_report_failure_exits_2_on_bad_input_and_fails_only_the_job_in_a_multirun(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report_failure(ValueError("bad value. Fix: a good one"), multirun=False)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "lunar_exp: error: bad value. Fix: a good one\n"
+    assert report_failure(RuntimeError("bug"), multirun=False) is None  # the caller re-raises
+    with pytest.raises(JobFailed, match="bad value") as failed:
+        report_failure(ValueError("bad value. Fix: a good one"), multirun=True)
+    assert failed.value.__cause__ is None  # one line, no traceback of the user's mistake
+    bug = RuntimeError("bug")
+    with pytest.raises(JobFailed, match="RuntimeError: bug") as failed:
+        report_failure(bug, multirun=True)
+    assert failed.value.__cause__ is bug  # a bug keeps its traceback

@@ -1,0 +1,67 @@
+"""Sequential unlearning requests: data per request, the seq/<k> metrics and the plot."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from lunar_exp.sequential import check_requests, evaluation_data, request_data
+from tests.conftest import run_cli, toy_benchmark
+
+REQUESTS = [["person_00"], ["person_01"], ["person_02"]]
+
+
+def test_each_request_keeps_earlier_forget_sets_out_of_its_retain_set(toy_data):
+    for k, request in enumerate(REQUESTS):
+        data = request_data(toy_data, REQUESTS, k)
+        assert {item.edge for item in data.forget} == set(request)
+        done = {edge for r in REQUESTS[: k + 1] for edge in r}
+        assert not {item.edge for item in data.retain} & done
+        assert {item.edge for item in data.retain} == {f"person_0{i}" for i in range(4)} - done
+        assert data.reference == toy_data.reference
+
+
+def test_evaluation_sets_are_the_same_for_every_request(toy_data):
+    data = evaluation_data(toy_data, REQUESTS)
+    assert {item.edge for item in data.forget} == {"person_00", "person_01", "person_02"}
+    assert {item.edge for item in data.retain} == {"person_03"}
+
+
+@pytest.mark.parametrize(
+    ("requests", "message"),
+    [
+        ([["person_09"]], "unknown edges"),
+        ([["person_00"], ["person_00"]], "named twice"),
+        ([[]], "non-empty list"),
+        ("person_00", "list of edge lists"),
+    ],
+)
+def test_bad_requests_are_clear_errors(toy_data, requests, message):
+    with pytest.raises(ValueError, match=message):
+        check_requests(requests, toy_data, toy_benchmark())
+
+
+def test_benchmarks_with_fixed_evaluation_sets_refuse_requests(toy_data):
+    class FixedSets:
+        pass
+
+    with pytest.raises(ValueError, match="chosen by edges"):
+        check_requests(REQUESTS, toy_data, FixedSets())
+
+
+def test_three_requests_write_seq_metrics_and_the_plot(tmp_path):
+    result = run_cli(
+        ["+exp=smoke", "method.requests=[[person_00],[person_01],[person_02]]"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "out" / "toy" / "tiny" / "lunar" / "seed0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for k in (1, 2, 3):
+        for key in ("forget/rouge1_recall", "retain/rouge1_recall", "deviation_score"):
+            assert f"seq/{k}/{key}" in metrics
+        assert f"seq/{k}/request_{k}/forget/rouge1_recall" in metrics
+    assert "seq/4/deviation_score" not in metrics
+    assert metrics["data/n_forget"] == 6 and metrics["data/n_retain"] == 2
+    assert metrics["deviation_score"] == metrics["seq/3/deviation_score"]
+    with Image.open(run_dir / "sequential.png") as image:
+        assert image.size[0] > 500

@@ -1,0 +1,243 @@
+"""python -m lunar_exp.table: synthetic run dirs (hand-checked numbers) and one real tiny sweep."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from lunar_exp.table.__main__ import main
+from lunar_exp.table.layout import direction, load_layout
+from lunar_exp.table.render import build_table, cell, to_markdown
+from lunar_exp.table.runs import find_run_dirs, read_run_dir
+from lunar_exp.table.wandb_runs import record_from_wandb
+from tests.conftest import run_cli
+
+
+def fake_run(root, method, seed, metrics=None, attack=None, info=None, benchmark="toy"):
+    """A run dir as Hydra and the pipeline leave it; metrics=None is a failed run."""
+    run = root / benchmark / "tiny" / method / f"seed{seed}"
+    (run / ".hydra").mkdir(parents=True)
+    target = {"_target_": f"lunar_exp.methods.{method}.X"}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": target}))
+    choices = {"benchmark": benchmark, "model": "tiny", "method": method, "hydra/launcher": "basic"}
+    if attack:
+        choices["attack"] = attack
+    hydra = {"hydra": {"runtime": {"choices": choices}}}
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if metrics is not None:
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    if info is not None:
+        (run / "unlearn_info.json").write_text(json.dumps(info))
+    return run
+
+
+def result(forget, retain, **extra):
+    ds = 100 * math.hypot(forget, 1 - retain)
+    return {
+        "forget/rouge1_recall": forget,
+        "retain/rouge1_recall": retain,
+        "deviation_score": ds,
+        "forget/refusal_rate": 1 - forget,
+        "before/forget/rouge1_recall": 1.0,
+        "before/retain/rouge1_recall": 1.0,
+        "finetune/cached": True,
+        "privleak/reference": "default 0.5",
+        **extra,
+    }
+
+
+def layer_sweep():
+    return {
+        str(layer): {
+            "forget_refusal": layer / 4,
+            "retain_refusal": 0.0,
+            "retain_rouge1": 1 - layer / 8,
+            "score": layer / 4 - layer / 16,
+        }
+        for layer in range(4)
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """LUNAR seeds 0, 1; GA seed 0 finished, seed 1 failed (no metrics.json)."""
+    attacked = {
+        "attack/layer_skip/forget/rouge1_recall": 0.4,
+        "attack/layer_skip/deviation_score": 41,
+    }
+    fake_run(
+        tmp_path,
+        "lunar",
+        0,
+        result(0.0, 0.9, **attacked),
+        info={"layers": [2], "layer_sweep": layer_sweep()},
+    )
+    fake_run(
+        tmp_path,
+        "lunar",
+        1,
+        result(0.2, 1.0, **attacked),
+        info={"layers": [2], "layer_sweep": None},
+    )
+    fake_run(tmp_path, "ga", 0, result(0.5, 0.8, **{"attack/layer_skip/forget/rouge1_recall": 0.6}))
+    fake_run(tmp_path, "ga", 1)
+    return tmp_path
+
+
+def test_run_dirs_are_found_and_failed_runs_kept(sweep):
+    records = [read_run_dir(p) for p in find_run_dirs(sweep)]
+    assert len(records) == 4
+    failed = [r for r in records if r.failed]
+    assert [r.source for r in failed] == [str(sweep / "toy" / "tiny" / "ga" / "seed1")]
+    lunar = next(r for r in records if r.labels["method"] == "lunar" and r.seed == 1)
+    assert dict(lunar.labels) == {
+        "benchmark": "toy",
+        "model": "tiny",
+        "method": "lunar",
+        "attack": "none",
+    }
+
+
+def test_markdown_mean_std_directions_best_and_failed(sweep):
+    layout = load_layout()
+    table = build_table([read_run_dir(p) for p in find_run_dirs(sweep)], layout)
+    text = to_markdown(table, layout)
+    header = next(line for line in text.splitlines() if line.startswith("| Method"))
+    assert header.startswith("| Method | n | n_failed | Forget R1 ↓ | Retain R1 ↑ | DS ↓ |")
+    assert (
+        "Forget refusal ↑" in header and "Layer skip R1 ↓" in header and "Layer skip DS ↓" in header
+    )
+    assert "MRR" not in header  # no run has it
+    lunar = next(line for line in text.splitlines() if line.startswith("| LUNAR"))
+    ga = next(line for line in text.splitlines() if line.startswith("| GA"))
+    # LUNAR forget R1: mean(0.0, 0.2) = 0.1, sample std = 0.1414; GA: 0.5 from one finished seed.
+    assert "| LUNAR | 2 | 0 | **0.100 ± 0.141** |" in lunar
+    assert "| GA | 1 | 1 | 0.500 |" in ga
+    # retain R1: LUNAR mean(0.9, 1.0) = 0.95 beats GA 0.8; DS: LUNAR mean(10, 20) = 15.0 ± 7.1
+    assert "**0.950 ± 0.071**" in lunar and "**15.0 ± 7.1**" in lunar
+    # attack columns: LUNAR 0.4 (↓ best) vs GA 0.6; GA has no attacked DS
+    assert "**0.400 ± 0.000**" in lunar and ga.rstrip(" |").endswith("–")
+    assert "benchmark toy, model tiny" in text.splitlines()[0]
+    assert (
+        str(sweep / "toy" / "tiny" / "ga" / "seed1") in text.split("Failed or unfinished runs")[1]
+    )
+
+
+def test_cli_latex_csv_metrics_option_and_plots(sweep, tmp_path):
+    out = tmp_path / "paper" / "table.tex"
+    assert main([str(sweep), "--format", "latex", "--out", str(out)]) == 0
+    latex = out.read_text()
+    assert r"\toprule" in latex and r"\textbf{0.100 $\pm$ 0.141}" in latex
+    assert r"Forget R1 $\downarrow$" in latex and r"n\_failed" in latex
+    assert "% failed (no metrics.json):" in latex
+    for name in ("forget_retain.png", "layer_sweep.png", "attacks.png"):
+        with Image.open(out.parent / name) as image:
+            image.verify()
+            assert image.format == "PNG"
+    csv = tmp_path / "table.csv"
+    keys = ["deviation_score", "forget/rouge1_recall"]
+    assert (
+        main([str(sweep), "--format", "csv", "--metrics", *keys, "--out", str(csv), "--no-plots"])
+        == 0
+    )
+    frame = pd.read_csv(csv).set_index("method")
+    assert list(frame.columns)[-4:] == [
+        "deviation_score mean",
+        "deviation_score std",
+        "forget/rouge1_recall mean",
+        "forget/rouge1_recall std",
+    ]
+    assert frame.loc["lunar", "deviation_score mean"] == pytest.approx(15.0)
+    assert frame.loc["ga", "n_failed"] == 1 and math.isnan(frame.loc["ga", "deviation_score std"])
+    assert not (tmp_path / "forget_retain.png").exists()
+
+
+def test_no_plots_without_their_data(tmp_path):
+    fake_run(tmp_path, "npo", 0, {"wmdp_bio/acc": 0.3})
+    assert main([str(tmp_path), "--out", str(tmp_path / "t.md")]) == 0
+    assert not list(tmp_path.glob("*.png"))
+    assert "| NPO | 1 | 0 |" in (tmp_path / "t.md").read_text()
+
+
+def test_cli_without_runs_fails(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    assert "no runs" in capsys.readouterr().err
+
+
+def test_directions_drop_attack_and_before_prefixes():
+    assert direction("attack/layer_skip/deviation_score") is False
+    assert direction("attack/relearn/forget/rouge1_recall") is False
+    assert direction("attack/relearn/retain/rouge1_recall") is True
+    assert direction("seq/2/forget/refusal_rate") is True
+    assert direction("before/deviation_score") is False
+    assert direction("privleak") is None
+
+
+def test_cell_formatting():
+    assert cell(0.1, float("nan")) == "0.100"
+    assert cell(12.345, 1.0) == "12.3 ± 1.0"
+    assert cell(float("nan"), float("nan")) == "–"
+
+
+def test_wandb_records_become_the_same_rows():
+    config = {"seed": 1, "hydra_choices": {"benchmark": "toy", "model": "tiny", "method": "npo"}}
+    summary = {"deviation_score": 12.0, "_runtime": 3.0, "finetune/cached": True, "note": "x"}
+    record = record_from_wandb("me/proj/abc", "finished", config, summary)
+    assert record.source == "me/proj/abc" and record.seed == 1 and not record.failed
+    assert dict(record.labels) == {
+        "benchmark": "toy",
+        "model": "tiny",
+        "method": "npo",
+        "attack": "none",
+    }
+    assert dict(record.metrics) == {"deviation_score": 12.0}
+    crashed = record_from_wandb(
+        "me/proj/def", "crashed", {"method": {"_target_": "lunar_exp.methods.ga.GA"}}, {}
+    )
+    assert crashed.failed and crashed.labels["method"] == "ga" and crashed.seed is None
+    layout = load_layout()
+    text = to_markdown(build_table([record, crashed], layout), layout)
+    assert "| NPO | 1 | 0 | 12.0 |" in text and "- me/proj/def" in text
+
+
+def test_real_tiny_sweep_end_to_end(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "method=lunar,ga", "seed=0,1", "+exp=smoke", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_cli(args, tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = find_run_dirs(sweep_dir)
+    assert len(runs) == 4
+    broken = sweep_dir / "toy" / "tiny" / "ga" / "seed1"
+    (broken / "metrics.json").unlink()  # as a job killed before it finished leaves it
+    out = tmp_path / "report" / "table.md"
+    assert main([str(sweep_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    lunar = [
+        json.loads((sweep_dir / "toy" / "tiny" / "lunar" / f"seed{s}" / "metrics.json").read_text())
+        for s in (0, 1)
+    ]
+    mean_ds = (lunar[0]["deviation_score"] + lunar[1]["deviation_score"]) / 2
+    row = next(line for line in text.splitlines() if line.startswith("| LUNAR"))
+    assert row.startswith("| LUNAR | 2 | 0 |") and f"{mean_ds:.1f}" in row
+    assert next(line for line in text.splitlines() if line.startswith("| GA")).startswith(
+        "| GA | 1 | 1 |"
+    )
+    assert f"- {broken}" in text
+    with Image.open(out.parent / "forget_retain.png") as image:
+        image.verify()
+    latex = tmp_path / "report" / "table.tex"
+    assert main([str(sweep_dir), "--format", "latex", "--out", str(latex), "--no-plots"]) == 0
+    assert r"\end{tabular}" in latex.read_text()
+
+
+def test_ties_are_not_bold_and_repeated_seeds_are_reported(tmp_path, capsys):
+    for sweep in ("a", "b"):
+        fake_run(tmp_path / sweep, "lunar", 0, result(0.0, 1.0))
+    fake_run(tmp_path / "a", "ga", 0, result(0.0, 1.0))
+    assert main([str(tmp_path), "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "| LUNAR | 2 | 0 | 0.000 ± 0.000 |" in captured.out and "**" not in captured.out
+    assert "toy/tiny/lunar/none seed 0 (2 runs)" in captured.err
