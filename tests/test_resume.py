@@ -55,7 +55,11 @@ def test_rerunning_a_sweep_runs_only_missing_or_changed_jobs(tmp_path):
     assert json.loads((lunar / "metrics.json").read_text())["deviation_score"] is not None
     assert (ga / "metrics.json").stat().st_mtime_ns == ga_written
 
-    changed = run_cli([*args[:2], "method=lunar", "method.coeffs=[3.0]", args[3]], tmp_path)
+    # a changed config in the same run dir (swept keys get their own dir; force the same one)
+    same_dir = "hydra.sweep.subdir=toy/tiny/lunar/seed0"
+    changed = run_cli(
+        [*args[:2], "method=lunar", "method.coeffs=[3.0]", args[3], same_dir], tmp_path
+    )
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "Run already complete" not in changed.stdout + changed.stderr
     assert json.loads((lunar / "run_config.json").read_text())["method"]["coeffs"] == [3.0]
