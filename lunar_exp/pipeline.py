@@ -163,7 +163,7 @@ def _unlearn(run: _Stages, before: EvalResult) -> tuple[UnlearnOutcome, dict[str
     """One unlearning call, or one per sequential request (with ``seq/<k>/`` metrics)."""
     if not run.requests:
         return run.method.unlearn(run.chat, run.data), {}
-    seq, _ = sequential.run_requests(
+    seq = sequential.run_requests(
         run.method, run.chat, run.data, run.requests, run.benchmark, before
     )
     sequential.plot_curve(seq.curve, run.run_dir / "sequential.png")

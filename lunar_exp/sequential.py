@@ -86,7 +86,7 @@ class SequentialResult:
 def run_requests(method, chat: ChatModel, data: UnlearnData, requests, benchmark, before):
     """Apply ``method`` request after request, evaluating after each one."""
     eval_data = evaluation_data(data, requests)
-    result = SequentialResult(curve=[_curve_point(0, before, requests)])
+    result = SequentialResult(curve=[_curve_point(0, before, _request_scores(0, before, requests))])
     controls: list[Callable[[ChatModel], AbstractContextManager]] = []
     infos = []
     for k, request in enumerate(requests, start=1):
@@ -99,12 +99,13 @@ def run_requests(method, chat: ChatModel, data: UnlearnData, requests, benchmark
             after = benchmark.evaluate(chat, eval_data)
         result.metrics.update({f"seq/{k}/{key}": v for key, v in after.metrics.items()})
         result.metrics.update({f"seq/{k}/{key}": v for key, v in outcome.metrics.items()})
-        result.curve.append(_curve_point(k, after, requests))
-        result.metrics.update(_request_scores(k, after, requests))
+        scores = _request_scores(k, after, requests)
+        result.metrics.update(scores)
+        result.curve.append(_curve_point(k, after, scores))
         infos.append(dict(outcome.info))
         result.after = after
     result.outcome = _combined(infos, controls)
-    return result, eval_data
+    return result
 
 
 @contextmanager
@@ -137,11 +138,11 @@ def _request_scores(k: int, result: EvalResult, requests) -> dict[str, float]:
     return scores
 
 
-def _curve_point(k: int, result: EvalResult, requests) -> dict[str, float]:
+def _curve_point(k: int, result: EvalResult, scores: dict[str, float]) -> dict[str, float]:
     point = {"request": k}
     for key in ("forget/rouge1_recall", "retain/rouge1_recall", "deviation_score"):
         point[key] = result.metrics.get(key)
-    for key, value in _request_scores(k, result, requests).items():
+    for key, value in scores.items():
         point[key.split("/", 2)[2]] = value
     return point
 

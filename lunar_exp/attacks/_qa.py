@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
-from lunar_exp.benchmarks.qa_eval import evaluate_split
+from lunar_exp.benchmarks.qa_eval import evaluate_qa
 from lunar_exp.interfaces import QA, Benchmark, ChatModel, EvalResult
 from lunar_exp.metrics.primitives import answer_nll, padding_id
 from lunar_exp.prompts import encode_item_pairs
@@ -17,15 +17,8 @@ def eval_settings(benchmark: Benchmark) -> tuple[int, int]:
 
 
 def score_qa(chat: ChatModel, benchmark: Benchmark, splits: dict[str, Sequence[QA]]) -> EvalResult:
-    """Greedy generation, ROUGE, refusal rate and answer NLL per split (the DS is the caller's)."""
-    new_tokens, batch_size = eval_settings(benchmark)
-    metrics: dict[str, float] = {}
-    generations: dict[str, list[dict[str, object]]] = {}
-    for split, items in splits.items():
-        split_metrics, records = evaluate_split(chat, items, new_tokens, batch_size, split)
-        metrics.update(split_metrics)
-        generations[split] = records
-    return EvalResult(metrics, generations)
+    """The QA benchmarks' evaluation of ``splits`` with ``benchmark``'s generation settings."""
+    return evaluate_qa(chat, splits, *eval_settings(benchmark))
 
 
 def mean_answer_nll(chat: ChatModel, items: Sequence[QA], batch_size: int = 16) -> float:

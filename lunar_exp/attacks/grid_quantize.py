@@ -52,7 +52,7 @@ class GridQuantizeQ41:
     @torch.no_grad()
     def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
         """Evaluate the rounded copy; report how far the weights moved."""
-        original = {k: v.detach().clone() for k, v in linear_weights(target.chat.model).items()}
+        original = {k: v.detach() for k, v in linear_weights(target.chat.model).items()}
         with model_copy(target.chat) as clone:
             for weight in linear_weights(clone.model).values():
                 weight.copy_(round_to_q4_1(weight, self.group_size))

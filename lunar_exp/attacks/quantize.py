@@ -53,7 +53,7 @@ class Quantize:
 
     def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
         """Evaluate a quantized copy; report how far its weights moved from the originals."""
-        original = {k: v.detach().clone() for k, v in linear_weights(target.chat.model).items()}
+        original = {k: v.detach() for k, v in linear_weights(target.chat.model).items()}
         with model_copy(target.chat) as clone:
             self._quantize_in_place(clone.model)
             quantized = {k: v.detach() for k, v in linear_weights(clone.model).items()}

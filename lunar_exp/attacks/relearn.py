@@ -13,7 +13,6 @@ from lunar_exp.attacks._qa import mean_answer_nll, score_qa
 from lunar_exp.errors import require_numbers
 from lunar_exp.interfaces import EvalResult, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
-from lunar_exp.metrics.text import deviation_score
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.training import supervised_finetune
 
@@ -64,9 +63,6 @@ class Relearn:
             result = score_qa(
                 clone, target.benchmark, {"forget": held_out, "retain": target.data.retain}
             )
-        result.metrics["deviation_score"] = deviation_score(
-            result.metrics["forget/rouge1_recall"], result.metrics["retain/rouge1_recall"]
-        )
         return result, {
             "trained/answer_nll_before": nll_before[0],
             "trained/answer_nll_after": nll_after[0],

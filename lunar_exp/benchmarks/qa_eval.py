@@ -49,14 +49,15 @@ def evaluate_split(
 def evaluate_qa(
     chat: ChatModel, splits: Mapping[str, Sequence[QA]], max_new_tokens: int, batch_size: int
 ) -> EvalResult:
-    """Evaluate every split, then add the Deviation Score from forget and retain ROUGE-1."""
+    """Evaluate every split, then the Deviation Score when forget and retain are both scored."""
     metrics: dict[str, float] = {}
     generations: dict[str, list[dict[str, object]]] = {}
     for split, items in splits.items():
         split_metrics, records = evaluate_split(chat, items, max_new_tokens, batch_size, split)
         metrics.update(split_metrics)
         generations[split] = records
-    metrics["deviation_score"] = deviation_score(
-        metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
-    )
+    if "forget/rouge1_recall" in metrics and "retain/rouge1_recall" in metrics:
+        metrics["deviation_score"] = deviation_score(
+            metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
+        )
     return EvalResult(metrics, generations)

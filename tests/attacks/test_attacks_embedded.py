@@ -12,19 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.attacks.test_attacks_tiny import ATTACKS
 from tests.conftest import ROOT
-
-ATTACKS = [
-    "layer_skip",
-    "reverse_direction",
-    "reverse_direction_recomputed",
-    "quantize_int8",
-    "quantize_int4",
-    "quantize_nf4",
-    "quantize_q4_1_grid",
-    "relearn",
-    "paraphrase",
-]
 
 
 @pytest.fixture(scope="module")
