@@ -68,7 +68,10 @@ class ReverseDirection:
         shifts = {layer: -c * vectors[layer] for layer, c in zip(layers, coeffs, strict=True)}
         with add_to_block_outputs(target.chat.model, shifts):
             result = target.evaluate()
-        return result, {"layers": layers, "coeffs": coeffs, "direction": source}
+        info = {"layers": layers, "coeffs": coeffs, "direction": source}
+        if source == "recomputed":
+            info.update(_compare_to_saved(vectors, target.outcome.tensors))
+        return result, info
 
     def _vectors(self, target: AttackTarget, layers: list[int]):
         saved = {layer: target.outcome.tensors.get(f"r.layer{layer}") for layer in layers}
@@ -96,3 +99,23 @@ class ReverseDirection:
         if own and len(own) == len(layers):
             return [float(c) for c in own]
         return [self.default_coeff] * len(layers)
+
+
+def _compare_to_saved(recomputed: dict, tensors: dict) -> dict[str, float]:
+    """How a recomputed direction r' relates to the method's saved r_l, per layer.
+
+    ``cos_to_saved`` is their cosine; ``scale_to_saved`` is the projection r'·r / r·r. After a
+    LUNAR edit that moved forget activations by c·r, r' = (1 - c)·r: anti-parallel for c > 1, so
+    subtracting it pushes forget prompts further along r instead of back.
+    """
+    out: dict[str, float] = {}
+    for layer, vector in recomputed.items():
+        saved = tensors.get(f"r.layer{layer}")
+        if saved is None:
+            continue
+        r, r_new = saved.double(), vector.double()
+        out[f"direction/layer{layer}/cos_to_saved"] = float(
+            torch.nn.functional.cosine_similarity(r_new, r, dim=0)
+        )
+        out[f"direction/layer{layer}/scale_to_saved"] = float(r_new @ r / (r @ r))
+    return out

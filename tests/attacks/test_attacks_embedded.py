@@ -56,11 +56,25 @@ def test_q4_1_grid_and_int4_move_the_weights(attacked_metrics):
 
 @pytest.mark.slow
 def test_reverse_direction_with_the_saved_vectors_undoes_the_redirection(attacked_metrics):
-    # LUNAR.md §4 reports LUNAR as robust to white-box attacks; subtracting the exact saved
-    # c·r_l returns forget activations to where they were, and the answers come back here.
+    # The oracle attacker holds r_l, measured on the model before unlearning: subtracting the
+    # exact c*r_l returns forget activations to where they were, and the answers come back.
     after = attacked_metrics["forget/rouge1_recall"]
     assert attacked_metrics["attack/reverse_direction/forget/rouge1_recall"] >= after + 0.3
     assert attacked_metrics["attack/reverse_direction/forget/refusal_rate"] <= 0.2
+
+
+@pytest.mark.slow
+def test_reverse_direction_reestimated_on_the_unlearned_model_recovers_nothing(attacked_metrics):
+    # The paper's claim (LUNAR.md §4, "robust to white-box adversarial attacks") for the attacker
+    # who holds the unlearned model: the mean(reference) - mean(forget) direction it measures is
+    # (1 - c) r (c = 4 here), anti-parallel to r, so subtracting it pushes the forget prompts
+    # further along r and the forget answers stay gone.
+    prefix = "attack/reverse_direction_recomputed"
+    assert attacked_metrics[f"{prefix}/direction/layer24/cos_to_saved"] < -0.99
+    assert attacked_metrics[f"{prefix}/direction/layer24/scale_to_saved"] == pytest.approx(
+        1 - 4.0, abs=0.25
+    )
+    assert attacked_metrics[f"{prefix}/forget/rouge1_recall"] <= 0.1
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 
 from lunar_exp.attacks._common import AttackTarget
 from lunar_exp.attacks.grid_quantize import round_to_q4_1
+from lunar_exp.attacks.reverse_direction import _compare_to_saved
 from lunar_exp.attacks.runner import run_attacks
 from lunar_exp.hooks import count_hooks
 from lunar_exp.methods.lunar import LUNAR
@@ -114,6 +115,30 @@ def test_reverse_direction_uses_saved_vectors_for_lunar_and_recomputes_for_other
     target.outcome = type(target.outcome)({}, {}, {})  # a method with no vectors and no layers
     _, _, info = run_attacks(attacks_from_config(["reverse_direction"]), target)
     assert info["reverse_direction"] == {"layers": [2], "coeffs": [2.0], "direction": "recomputed"}
+
+
+def test_recomputed_direction_on_a_lunar_model_lies_along_the_saved_one(tiny_target, toy_data):
+    # LUNAR's edit is rank one (c * r v^T), so every activation it moves, moves along r: the
+    # direction an attacker re-estimates on the unlearned model is a multiple of the saved r.
+    # Forget activations moved towards the reference, so the multiple is below 1; on the
+    # embedded model, where the edit realises the whole shift, it is 1 - c (the slow test).
+    outcome = LUNAR(layers=[2], coeffs=[3.0]).unlearn(tiny_target, toy_data)
+    target = AttackTarget(tiny_target, toy_data, toy_benchmark(), outcome, None)
+    metrics, _, info = run_attacks(attacks_from_config(["reverse_direction_recomputed"]), target)
+    assert info["reverse_direction_recomputed"]["direction"] == "recomputed"
+    prefix = "attack/reverse_direction_recomputed/direction/layer2"
+    assert abs(metrics[f"{prefix}/cos_to_saved"]) > 0.999
+    assert metrics[f"{prefix}/scale_to_saved"] < 0.9
+
+
+def test_compare_to_saved_reports_cosine_and_projection():
+    saved = torch.tensor([1.0, 2.0, 0.0, -1.0])
+    noise = torch.tensor([0.0, 0.0, 0.3, 0.0])
+    report = _compare_to_saved({5: -3.0 * saved + noise}, {"r.layer5": saved})
+    cos = float(-3.0 * 6.0 / (6.0**0.5 * (9.0 * 6.0 + 0.09) ** 0.5))  # (r'.r) / (|r'| |r|)
+    assert report["direction/layer5/cos_to_saved"] == pytest.approx(cos)
+    assert report["direction/layer5/scale_to_saved"] == pytest.approx(-3.0)  # (r'.r) / (r.r)
+    assert _compare_to_saved({5: saved}, {}) == {}
 
 
 def test_paraphrase_asks_the_paraphrased_questions(tiny_target, toy_data):
