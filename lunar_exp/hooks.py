@@ -111,6 +111,31 @@ def capture_down_proj(model: PreTrainedModel, layers: Sequence[int]) -> Iterator
             handle.remove()
 
 
+class ForwardStopped(Exception):
+    """Raised by :func:`stop_after_block` to end a forward pass early."""
+
+
+@contextmanager
+def stop_after_block(model: PreTrainedModel, layer: int) -> Iterator[None]:
+    """End the forward pass in the ``with`` body once block ``layer`` has run.
+
+    For passes that only read activations up to ``layer``: the blocks above it (and the LM head)
+    never run, and the pass returns nothing. Hooks installed on block ``layer`` before this one
+    still see its output.
+    """
+
+    def hook(_module, _args, _output):
+        raise ForwardStopped
+
+    handle = decoder_layers(model)[layer].register_forward_hook(hook)
+    try:
+        yield
+    except ForwardStopped:
+        pass
+    finally:
+        handle.remove()
+
+
 def count_hooks(model: PreTrainedModel) -> int:
     """Number of forward (pre-)hooks installed anywhere in ``model`` (tests assert it is 0)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

@@ -8,7 +8,11 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from lunar_exp.hooks import capture_block_outputs, capture_down_proj
+from lunar_exp.hooks import (
+    capture_block_outputs,
+    capture_down_proj,
+    stop_after_block,
+)
 from lunar_exp.metrics.primitives import batches, pad_left
 
 
@@ -16,19 +20,22 @@ def _position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _forward_blocks(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor) -> None:
-    """Run the decoder blocks without the LM head: the hooks read the blocks.
+def forward_until(
+    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, last_layer: int
+) -> None:
+    """Run the decoder blocks up to ``last_layer`` only: the hooks read the blocks.
 
-    The logits (batch x length x vocabulary: 315 MB for 16 x 100 tokens of SmolLM2) and the
-    key/value cache are never needed here.
+    The blocks above it, the LM head (logits of batch x length x vocabulary: 315 MB for
+    16 x 100 tokens of SmolLM2) and the key/value cache are never needed here.
     """
     device = model.device
-    model.base_model(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=_position_ids(mask).to(device),
-        use_cache=False,
-    )
+    with stop_after_block(model, last_layer):
+        model.base_model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=_position_ids(mask).to(device),
+            use_cache=False,
+        )
 
 
 @torch.inference_mode()
@@ -49,7 +56,7 @@ def mean_last_token_outputs(
     with capture_block_outputs(model, layers) as store:
         for index in batches(len(prompts), batch_size, desc, [len(p) for p in prompts]):
             ids, mask = pad_left([prompts[i] for i in index], pad_id)
-            _forward_blocks(model, ids, mask)
+            forward_until(model, ids, mask, max(layers))
             for layer in layers:
                 last = store[layer][:, -1, :].double().sum(0).cpu()
                 sums[layer] = last if sums[layer] is None else sums[layer] + last
@@ -110,7 +117,7 @@ def iter_rows(
         for index in batches(len(source.sequences), batch_size, desc, lengths):
             seqs = [source.sequences[i] for i in index]
             ids, mask = pad_left(seqs, pad_id)
-            _forward_blocks(model, ids, mask)
+            forward_until(model, ids, mask, max(layers))
             real = mask.bool()
             shifted = _shift_mask(
                 mask, [len(s) for s in seqs], [source.shift_from[i] for i in index]

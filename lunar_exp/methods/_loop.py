@@ -83,8 +83,14 @@ def train(
     gradient_checkpointing: bool = False,
     bf16: bool = False,
     desc: str = "unlearn",
-) -> list[dict[str, float]]:
-    """Run the loop; returns the per-optimizer-step loss parts (for logging)."""
+) -> tuple[list[dict[str, float]], list[torch.nn.Parameter]]:
+    """Run the loop.
+
+    Returns:
+        The per-optimizer-step loss parts (for logging), and the parameters the optimizer
+        updated: those the loss reached with a gradient (RMU's loss reads one block, so blocks
+        above it never change, whatever ``params`` allows).
+    """
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if gradient_checkpointing:
@@ -96,6 +102,7 @@ def train(
     )
     model.train()
     history: list[dict[str, float]] = []
+    updated: dict[int, torch.nn.Parameter] = {}
     micro = 0
     try:
         for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
@@ -107,6 +114,7 @@ def train(
                 with autocast:
                     loss, parts = batch_loss(forget_idx, retain_idx)
                 (loss / grad_accum).backward()
+                updated |= {id(p): p for p in params if p.grad is not None}
                 micro += 1
                 if micro % grad_accum == 0:
                     optimizer.step()
@@ -122,7 +130,7 @@ def train(
             model.gradient_checkpointing_disable()
         for param in model.parameters():
             param.requires_grad_(True)
-    return history
+    return history, list(updated.values())
 
 
 def count_params(params: Sequence[torch.nn.Parameter]) -> int:
@@ -147,9 +155,9 @@ def run_unlearning(
     from lunar_exp.interfaces import UnlearnOutcome
 
     params = select_params(chat.model, trainable_params)
-    history = train(chat.model, params, batch_loss, n_forget, n_retain, desc=desc, **loop)
+    history, updated = train(chat.model, params, batch_loss, n_forget, n_retain, desc=desc, **loop)
     metrics = {
-        "unlearn/params_changed": float(count_params(params)),
+        "unlearn/params_changed": float(count_params(updated)),
         "train/steps": float(len(history)),
     }
     if history:

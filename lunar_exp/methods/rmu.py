@@ -14,6 +14,7 @@ import torch
 
 from lunar_exp.hooks import capture_block_outputs, check_layers
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
+from lunar_exp.methods._activations import forward_until
 from lunar_exp.methods._loop import _pad, encode_items, loop_settings, run_unlearning
 from lunar_exp.methods._losses import masked_mse
 from lunar_exp.metrics.primitives import pair_batch
@@ -81,11 +82,7 @@ class RMU:
         def hidden_and_mask(model, pairs, detach):
             ids, mask, labels = (t.to(model.device) for t in pair_batch(pairs, _pad(chat)))
             with capture_block_outputs(model, [self.layer], detach=detach) as store:
-                model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                )
+                forward_until(model, ids, mask, self.layer)  # the loss reads only this block
             return store[self.layer], labels != -100
 
         def batch_loss(forget_idx, retain_idx):

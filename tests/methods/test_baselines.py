@@ -86,3 +86,18 @@ def test_bad_training_settings_are_clear_errors():
         from lunar_exp.models import tiny_llama
 
         select_params(tiny_llama().model, "nothing_matches_this")
+
+
+def test_rmu_reports_only_the_parameters_its_loss_reaches(tiny_chat, toy_data):
+    # Every parameter may train (trainable_params=None), but the loss reads block 1's output:
+    # blocks 2 and 3, the final norm and the LM head get no gradient and must not change or count.
+    before = {n: p.detach().clone() for n, p in tiny_chat.model.named_parameters()}
+    rmu = RMU(layer=1, steering_coeff=5.0, lr=3e-3, epochs=2, batch_size=2, weight_decay=0.01)
+    outcome = rmu.unlearn(tiny_chat, toy_data)
+    params = dict(tiny_chat.model.named_parameters())
+    changed = {n for n, p in params.items() if not torch.equal(p, before[n])}
+    assert changed and not any(
+        n.startswith(("model.layers.2.", "model.layers.3.")) for n in changed
+    )
+    assert "model.norm.weight" not in changed
+    assert outcome.metrics["unlearn/params_changed"] == sum(params[n].numel() for n in changed)

@@ -1,10 +1,15 @@
 """LUNAR on the tiny model: hooks are removed, only the chosen down_proj changes, edits fit."""
 
+import contextlib
+
 import pytest
 import torch
 
-from lunar_exp.hooks import add_to_block_outputs, count_hooks
+from lunar_exp.hooks import add_to_block_outputs, capture_block_outputs, count_hooks, decoder_layers
+from lunar_exp.methods._activations import mean_last_token_outputs
 from lunar_exp.methods.lunar import LUNAR
+from lunar_exp.metrics.primitives import pad_left, padding_id
+from lunar_exp.prompts import encode_item_prompts
 
 
 def snapshot(model):
@@ -60,3 +65,23 @@ def test_hooks_are_removed_when_the_forward_pass_fails(tiny_chat):
 def test_coefficient_count_must_match_layers(tiny_chat, toy_data):
     with pytest.raises(ValueError, match="coeffs has 2 values for 1 layers"):
         LUNAR(layers=[2], coeffs=[1.0, 2.0]).unlearn(tiny_chat, toy_data)
+
+
+def test_activation_passes_stop_after_the_deepest_needed_block(tiny_chat, toy_data):
+    # Reading block 1 must give what a full forward pass gives, without running blocks 2..3.
+    tok, model = tiny_chat.tokenizer, tiny_chat.model
+    prompts = encode_item_prompts(tok, toy_data.forget, tiny_chat.system_prompt)
+    pad = padding_id(tok)
+    ran = []
+    with contextlib.ExitStack() as stack:
+        for index, block in enumerate(decoder_layers(model)):
+            hook = block.register_forward_hook(lambda *_, index=index: ran.append(index))
+            stack.callback(hook.remove)
+        means = mean_last_token_outputs(model, prompts, [0, 1], pad, 4, "test")
+    assert set(ran) == {0, 1}
+    ids, mask = pad_left(prompts, pad)
+    with capture_block_outputs(model, [1]) as store, torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        full = store[1][:, -1, :].double().mean(0)
+    torch.testing.assert_close(means[1], full)
+    assert count_hooks(model) == 0
