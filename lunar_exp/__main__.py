@@ -5,6 +5,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from lunar_exp import variant
 from lunar_exp.errors import report_failure
 
 
@@ -17,6 +18,9 @@ def main(cfg: DictConfig) -> None:
     """
     from lunar_exp.pipeline import run
 
+    # Naming the module here makes launchers that pickle this function (submitit: SLURM, local)
+    # import it, and so register ``${lunar_variant:}``, before the job's run dir is resolved.
+    variant.register_resolver()
     try:
         run(cfg)
     except Exception as err:

@@ -86,7 +86,8 @@ class ConsoleLogger:
 class WandbLogger:
     """Mirrors a run to Weights & Biases.
 
-    It logs the composed config (plus the Hydra group choices under ``hydra_choices``), every
+    It logs the composed config (plus the Hydra group choices under ``hydra_choices`` and the
+    variant, ``lunar_exp.variant``, under ``hydra_variant``), every
     ``metrics.json`` key as run summary, per-step training losses (``train/<stage>/<name>`` against
     ``train/<stage>/step``), ``generations.jsonl`` as the table ``generations``, and the run dir's
     PNG plots (LUNAR's layer sweep is drawn to ``layer_sweep.png`` when the run has one). No
@@ -134,8 +135,9 @@ class WandbLogger:
         )
 
     def log_config(self, config: Mapping[str, object]) -> None:
-        """Store the composed config and the Hydra group choices as the run's config."""
-        self._run.config.update({**config, "hydra_choices": self.choices}, allow_val_change=True)
+        """Store the composed config, the Hydra group choices and the run's variant."""
+        extra = {"hydra_choices": self.choices, "hydra_variant": wandb_support.hydra_variant()}
+        self._run.config.update({**config, **extra}, allow_val_change=True)
 
     def log_metrics(self, metrics: Mapping[str, object], step: int | None = None) -> None:
         """Per-step values go to the history (one step axis per stage); results to the summary."""

@@ -75,6 +75,17 @@ def hydra_runtime() -> tuple[Path | None, dict[str, str]]:
     return Path(runtime.output_dir), choices
 
 
+def hydra_variant() -> str:
+    """The Hydra job's variant (``lunar_exp.variant``, the table grouping); empty outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lunar_exp.variant import variant_name
+
+    if not HydraConfig.initialized():
+        return ""
+    return variant_name(HydraConfig.get().overrides.task)
+
+
 def _cell(value: object) -> object:
     """A value a wandb.Table cell holds: scalars as they are, containers as JSON text."""
     if value is None or isinstance(value, str | int | float | bool):

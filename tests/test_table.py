@@ -16,16 +16,17 @@ from lunar_exp.table.wandb_runs import record_from_wandb
 from tests.conftest import run_cli
 
 
-def fake_run(root, method, seed, metrics=None, attack=None, info=None, benchmark="toy"):
+def fake_run(root, method, seed, metrics=None, attack=None, info=None, benchmark="toy", variant=""):
     """A run dir as Hydra and the pipeline leave it; metrics=None is a failed run."""
-    run = root / benchmark / "tiny" / method / f"seed{seed}"
+    run = root / benchmark / "tiny" / method / f"seed{seed}" / variant
     (run / ".hydra").mkdir(parents=True)
     target = {"_target_": f"lunar_exp.methods.{method}.X"}
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "method": target}))
     choices = {"benchmark": benchmark, "model": "tiny", "method": method, "hydra/launcher": "basic"}
     if attack:
         choices["attack"] = attack
-    hydra = {"hydra": {"runtime": {"choices": choices}}}
+    task = [f"method={method}", f"seed={seed}", "threads=1", *([variant] if variant else [])]
+    hydra = {"hydra": {"runtime": {"choices": choices}, "overrides": {"task": task}}}
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     if metrics is not None:
         (run / "metrics.json").write_text(json.dumps(metrics))
@@ -97,6 +98,7 @@ def test_run_dirs_are_found_and_failed_runs_kept(sweep):
         "benchmark": "toy",
         "model": "tiny",
         "method": "lunar",
+        "variant": "default",
         "attack": "none",
     }
 
@@ -191,6 +193,7 @@ def test_wandb_records_become_the_same_rows():
         "benchmark": "toy",
         "model": "tiny",
         "method": "npo",
+        "variant": "default",
         "attack": "none",
     }
     assert dict(record.metrics) == {"deviation_score": 12.0}
@@ -240,4 +243,31 @@ def test_ties_are_not_bold_and_repeated_seeds_are_reported(tmp_path, capsys):
     assert main([str(tmp_path), "--no-plots"]) == 0
     captured = capsys.readouterr()
     assert "| LUNAR | 2 | 0 | 0.000 ± 0.000 |" in captured.out and "**" not in captured.out
-    assert "toy/tiny/lunar/none seed 0 (2 runs)" in captured.err
+    assert "toy/tiny/lunar/default/none seed 0 (2 runs)" in captured.err
+
+
+def test_runs_differing_in_a_swept_setting_are_separate_rows(tmp_path):
+    # -m method.coeffs=[2.0],[4.0] seed=0,1: four runs, two rows, never one average of all four.
+    for seed, (low, high) in enumerate([(0.4, 0.0), (0.6, 0.2)]):
+        fake_run(tmp_path, "lunar", seed, result(low, 1.0), variant="method.coeffs=[2.0]")
+        fake_run(tmp_path, "lunar", seed, result(high, 1.0), variant="method.coeffs=[4.0]")
+    fake_run(tmp_path, "ga", 0, result(0.9, 1.0))
+    assert main([str(tmp_path / "toy"), "--out", str(tmp_path / "t.md")]) == 0
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert "| Method | Variant | n | n_failed | Forget R1 ↓ |" in "\n".join(lines)
+    rows = [line for line in lines if line.startswith("| LUNAR")]
+    assert rows[0].startswith("| LUNAR | method.coeffs=[2.0] | 2 | 0 | 0.500 ± 0.141 |")
+    assert rows[1].startswith("| LUNAR | method.coeffs=[4.0] | 2 | 0 | **0.100 ± 0.141** |")
+    assert any(line.startswith("| GA | default | 1 | 0 | 0.900 |") for line in lines)
+    with Image.open(tmp_path / "forget_retain.png") as image:
+        image.verify()
+
+
+def test_wandb_runs_carry_their_variant():
+    config = {
+        "seed": 0,
+        "hydra_choices": {"method": "lunar"},
+        "hydra_variant": "method.coeffs=[4.0]",
+    }
+    record = record_from_wandb("me/proj/x", "finished", config, {"deviation_score": 1.0})
+    assert record.labels["variant"] == "method.coeffs=[4.0]"

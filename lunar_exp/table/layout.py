@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from lunar_exp.metrics.directions import higher_is_better
+from lunar_exp.table.runs import DEFAULT_VARIANT
 
 DEFAULT_LAYOUT = Path(__file__).resolve().parents[2] / "conf" / "table" / "paper.yaml"
 # Key prefixes that do not change which way a metric is better.
@@ -47,6 +48,16 @@ class Layout:
         """Sort key: layout order first, other methods after, by name."""
         order = list(self.methods)
         return (order.index(method) if method in order else len(order), method)
+
+    def series_label(self, method: str, variant: str) -> str:
+        """A plot legend entry: the method's label, plus the variant unless it is the default."""
+        label = self.method_label(method)
+        return label if variant == DEFAULT_VARIANT else f"{label} ({variant})"
+
+    def series_rank(self, series: tuple[str, str]) -> tuple:
+        """Sort key of a (method, variant) series: the method's rank, then the variant."""
+        method, variant = series
+        return (*self.method_rank(method), variant != DEFAULT_VARIANT, variant)
 
     def all_columns(self) -> list[Column]:
         """Every column the layout names, plain metrics first, then each attack's metrics."""

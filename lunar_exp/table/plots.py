@@ -39,14 +39,16 @@ def _ds_circles(ax) -> None:
 
 
 def _scatter_block(ax, block: pd.DataFrame, layout: Layout) -> None:
-    wide = block.pivot_table(index=["method", "source"], columns="metric", values="value")
+    wide = block.pivot_table(
+        index=["method", "variant", "source"], columns="metric", values="value"
+    )
     _ds_circles(ax)
     if {f"before/{FORGET}", f"before/{RETAIN}"} <= set(wide.columns):
         before = wide[[f"before/{RETAIN}", f"before/{FORGET}"]].mean()
         ax.plot(*before, marker="X", color="0.4", ms=9, ls="", label="target model")
-    methods = sorted(wide.index.unique("method"), key=layout.method_rank)
-    for method in methods:
-        runs = wide.loc[method].dropna(subset=[RETAIN, FORGET])
+    series = sorted(wide.index.droplevel("source").unique(), key=layout.series_rank)
+    for method, variant in series:
+        runs = wide.loc[(method, variant)].dropna(subset=[RETAIN, FORGET])
         if runs.empty:
             continue
         (line,) = ax.plot(runs[RETAIN], runs[FORGET], "o", alpha=0.35, ms=5)
@@ -59,7 +61,7 @@ def _scatter_block(ax, block: pd.DataFrame, layout: Layout) -> None:
             ms=9,
             color=line.get_color(),
             mec="k",
-            label=layout.method_label(method),
+            label=layout.series_label(method, variant),
         )
 
 
@@ -126,11 +128,12 @@ def plot_layer_sweeps(infos: Mapping[str, Mapping], path: Path) -> Path | None:
 
 
 def _attack_means(block: pd.DataFrame, attacks: Sequence[str], key: str) -> pd.DataFrame:
-    """Rows: methods; columns: ``none`` then each attack; values: (mean, std) of ``key``."""
+    """Rows: (method, variant); columns: ``none``, then each attack; cells: mean, std of ``key``."""
     keys = {"none": key} | {name: f"attack/{name}/{key}" for name in attacks}
     picked = block[block["metric"].isin(keys.values())]
     names = {v: k for k, v in keys.items()}
-    stats = picked.groupby(["method", picked["metric"].map(names)])["value"].agg(["mean", "std"])
+    by = ["method", "variant", picked["metric"].map(names)]
+    stats = picked.groupby(by)["value"].agg(["mean", "std"])
     return stats.unstack().reindex(columns=list(keys), level=1)
 
 
@@ -161,11 +164,12 @@ def _bars(ax, stats: pd.DataFrame, layout: Layout) -> None:
     groups = [
         layout.attacks.get(a, a) if a != "none" else "no attack" for a in stats["mean"].columns
     ]
-    methods = sorted(stats.index, key=layout.method_rank)
-    width = 0.8 / max(1, len(methods))
+    series = sorted(stats.index, key=layout.series_rank)
+    width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
-    for i, method in enumerate(methods):
-        means = stats.loc[method, "mean"].to_numpy(dtype=float)
-        stds = np.nan_to_num(stats.loc[method, "std"].to_numpy(dtype=float))
-        ax.bar(x + i * width, means, width, yerr=stds, label=layout.method_label(method))
-    ax.set_xticks(x + width * (len(methods) - 1) / 2, groups, rotation=20, fontsize=8)
+    for i, (method, variant) in enumerate(series):
+        means = stats.loc[(method, variant), "mean"].to_numpy(dtype=float)
+        stds = np.nan_to_num(stats.loc[(method, variant), "std"].to_numpy(dtype=float))
+        label = layout.series_label(method, variant)
+        ax.bar(x + i * width, means, width, yerr=stds, label=label)
+    ax.set_xticks(x + width * (len(series) - 1) / 2, groups, rotation=20, fontsize=8)

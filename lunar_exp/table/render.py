@@ -9,7 +9,17 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lunar_exp.table.layout import Column, Layout, arrow, direction
-from lunar_exp.table.runs import GROUP_KEYS, RunRecord, run_counts, tidy_frame
+from lunar_exp.table.runs import (
+    DEFAULT_VARIANT,
+    GROUP_KEYS,
+    NO_ATTACK,
+    RunRecord,
+    run_counts,
+    tidy_frame,
+)
+
+# Group values not worth a caption when every row has them.
+UNREMARKABLE = {"attack": NO_ATTACK, "variant": DEFAULT_VARIANT}
 
 NOTE = "mean ± std over seeds (std when n ≥ 2); n = finished runs, n_failed = runs without results"
 
@@ -37,7 +47,7 @@ class Table:
 def build_table(
     records: Sequence[RunRecord], layout: Layout, metrics: Sequence[str] | None = None
 ) -> Table:
-    """Group runs by benchmark × model × method × attack and average each metric over seeds."""
+    """Group runs by benchmark × model × method × variant × attack; average over seeds."""
     tidy = tidy_frame(records)
     columns = layout.select(set(tidy["metric"]), metrics)
     stats = tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"])
@@ -50,10 +60,9 @@ def build_table(
     frame = frame.iloc[order]
     varying = [k for k in GROUP_KEYS if frame.index.get_level_values(k).nunique() > 1]
     labels = {k: k.capitalize() for k in GROUP_KEYS if k in varying or k == "method"}
+    first = {k: str(frame.index.get_level_values(k)[0]) for k in GROUP_KEYS}
     constant = {
-        k: str(frame.index.get_level_values(k)[0])
-        for k in GROUP_KEYS
-        if k not in labels and not (k == "attack" and frame.index.get_level_values(k)[0] == "none")
+        k: value for k, value in first.items() if k not in labels and value != UNREMARKABLE.get(k)
     }
     failed = sorted(run.source for run in records if run.failed)
     return Table(frame, columns, labels, constant, failed)
@@ -62,7 +71,9 @@ def build_table(
 def _row_order(index: tuple, layout: Layout) -> tuple:
     group = dict(zip(GROUP_KEYS, index, strict=True))
     method = layout.method_rank(group["method"])
-    return (group["benchmark"], group["model"], method, group["attack"] != "none", group["attack"])
+    variant = (group["variant"] != DEFAULT_VARIANT, group["variant"])
+    attack = (group["attack"] != NO_ATTACK, group["attack"])
+    return (group["benchmark"], group["model"], method, variant, attack)
 
 
 def best_rows(table: Table, column: Column) -> pd.Series:

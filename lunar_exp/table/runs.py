@@ -16,9 +16,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-# What a table row is grouped by; seeds are averaged within a group.
-GROUP_KEYS = ("benchmark", "model", "method", "attack")
+from lunar_exp.variant import variant_name
+
+# What a table row is grouped by; seeds are averaged within a group. ``variant`` holds the
+# overrides that change results beyond the other labels (lunar_exp/variant.py), e.g.
+# ``method.coeffs=[4.0]``, so runs that differ in a swept setting are never averaged together.
+GROUP_KEYS = ("benchmark", "model", "method", "variant", "attack")
 NO_ATTACK = "none"
+DEFAULT_VARIANT = "default"
 
 
 @dataclass(frozen=True)
@@ -27,7 +32,8 @@ class RunRecord:
 
     Attributes:
         source: the run dir, or the W&B run path ``entity/project/id``.
-        labels: benchmark, model, method and attack (``none`` without an attack choice).
+        labels: benchmark, model, method, variant (``default`` without other overrides) and
+            attack (``none`` without an attack choice).
         seed: the run's seed; None when unknown.
         metrics: the run's results; None for a failed or unfinished run.
         info: ``unlearn_info.json`` (LUNAR's layers and layer sweep); empty when absent.
@@ -80,10 +86,18 @@ def _label(value: object, missing: str) -> str:
     return missing if value in (None, "null", "[]", "") else str(value)
 
 
-def labels_from(choices: Mapping[str, object], config: Mapping[str, object]) -> dict[str, str]:
-    """Benchmark, model, method and attack from Hydra's group choices, else from ``_target_``."""
+def labels_from(
+    choices: Mapping[str, object], config: Mapping[str, object], variant: object = None
+) -> dict[str, str]:
+    """Benchmark, model, method and attack from Hydra's group choices, else from ``_target_``.
+
+    ``variant`` is the run's :func:`lunar_exp.variant.variant_name` (``default`` when empty).
+    """
     labels = {}
     for key in GROUP_KEYS:
+        if key == "variant":
+            labels[key] = _label(variant, DEFAULT_VARIANT)
+            continue
         value = choices.get(key)
         if value is None and key != "attack":
             value = target_label(config.get(key))
@@ -101,9 +115,10 @@ def read_run_dir(run_dir: Path) -> RunRecord:
     config = _read_json(run_dir / "run_config.json") or _read_yaml(run_dir / ".hydra/config.yaml")
     hydra = _read_yaml(run_dir / ".hydra/hydra.yaml").get("hydra") or {}
     choices = (hydra.get("runtime") or {}).get("choices") or {}
+    variant = variant_name((hydra.get("overrides") or {}).get("task") or [])
     return RunRecord(
         source=str(run_dir),
-        labels=labels_from(choices, config),
+        labels=labels_from(choices, config, variant),
         seed=_seed(config),
         metrics=_read_json(run_dir / "metrics.json"),
         info=_read_json(run_dir / "unlearn_info.json") or {},

@@ -23,14 +23,15 @@ def record_from_wandb(
         path: ``entity/project/run_id``.
         state: the run's state (``finished``, ``failed``, ``crashed``, ``running``, ...).
         config: the run's config, as :class:`lunar_exp.loggers.WandbLogger` logs it (the composed
-            config plus ``hydra_choices``).
+            config plus ``hydra_choices`` and ``hydra_variant``, see ``lunar_exp.variant``).
         summary: the run's summary (``metrics.json`` keys plus W&B's own ``_``-prefixed ones).
 
     Returns:
         The record; its metrics are None unless the run finished (a failed run).
     """
     choices = config.get("hydra_choices")
-    labels = labels_from(choices if isinstance(choices, Mapping) else {}, config)
+    choices = choices if isinstance(choices, Mapping) else {}
+    labels = labels_from(choices, config, config.get("hydra_variant"))
     metrics = {k: v for k, v in summary.items() if not k.startswith("_") and is_number(v)}
     seed = config.get("seed")
     return RunRecord(
