@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -71,20 +72,29 @@ class RowSource:
         sequences: token ids (prompt, or prompt + answer).
         shift_from: per sequence, the first position whose row is shifted by c*r; positions before
             it (and every position when None) are pinned: their output must not change.
+        read_at: per sequence, the position whose block output the same pass also returns (the
+            last prompt token, where LUNAR reads r_l); None returns none. Attention is causal,
+            so the prompt's positions inside prompt + answer equal a prompt-only pass.
     """
 
     sequences: Sequence[Sequence[int]]
     shift_from: Sequence[int | None]
+    read_at: Sequence[int] | None = None
 
 
 @dataclass(frozen=True)
 class RowBatch:
-    """Rows of one layer from one forward pass: inputs x, outputs y = W0 x, and the shift mask."""
+    """Rows of one layer from one forward pass: inputs x, outputs y = W0 x, and the shift mask.
+
+    ``read`` holds the block's output at each sequence's ``read_at`` position (float64,
+    ``[sequences, d_model]``), or None when the source reads nothing.
+    """
 
     layer: int
     inputs: torch.Tensor
     outputs: torch.Tensor
     shifted: torch.Tensor
+    read: torch.Tensor | None = None
 
 
 def _shift_mask(mask: torch.Tensor, lengths: Sequence[int], shift_from) -> torch.Tensor:
@@ -108,20 +118,22 @@ def iter_rows(
 ) -> Iterator[RowBatch]:
     """Stream the down_proj input/output rows of every real token, one forward pass per batch.
 
-    All layers' rows come from the same pass, so memory holds one batch at a time (at most
-    ``batch_size`` sequences and the current ``batch_token_budget``).
+    All layers' rows (and, with ``source.read_at``, the block outputs r is read from) come from
+    the same pass, so memory holds one batch at a time (at most ``batch_size`` sequences and the
+    current ``batch_token_budget``).
     """
     device = model.device
-    with capture_down_proj(model, layers) as store:
-        lengths = [len(s) for s in source.sequences]
+    lengths = [len(s) for s in source.sequences]
+    with ExitStack() as stack:
+        store = stack.enter_context(capture_down_proj(model, layers))
+        reading = capture_block_outputs(model, layers) if source.read_at else nullcontext({})
+        blocks = stack.enter_context(reading)
         for index in batches(len(source.sequences), batch_size, desc, lengths):
-            seqs = [source.sequences[i] for i in index]
-            ids, mask = pad_left(seqs, pad_id)
+            ids, mask = pad_left([source.sequences[i] for i in index], pad_id)
             forward_until(model, ids, mask, max(layers))
             real = mask.bool()
-            shifted = _shift_mask(
-                mask, [len(s) for s in seqs], [source.shift_from[i] for i in index]
-            )
+            batch_lengths = [lengths[i] for i in index]
+            shifted = _shift_mask(mask, batch_lengths, [source.shift_from[i] for i in index])
             for layer in layers:
                 x, y = store[layer]
                 yield RowBatch(
@@ -129,4 +141,15 @@ def iter_rows(
                     x[real.to(device)].float().cpu(),
                     y[real.to(device)].float().cpu(),
                     shifted[real],
+                    _read(blocks.get(layer), batch_lengths, source.read_at, index),
                 )
+
+
+def _read(hidden, lengths: Sequence[int], read_at, index) -> torch.Tensor | None:
+    """Block outputs at each sequence's ``read_at`` position (left padding), in float64."""
+    if hidden is None:
+        return None
+    width = hidden.shape[1]
+    rows = torch.arange(len(lengths))
+    cols = torch.tensor([width - n + read_at[i] for n, i in zip(lengths, index, strict=True)])
+    return hidden[rows.to(hidden.device), cols.to(hidden.device)].double().cpu()

@@ -16,7 +16,9 @@ reference prompts with their abstention answers so redirected answers stay coher
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -31,6 +33,15 @@ from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, shared_prefix_length
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Collected:
+    """What LUNAR's activation passes produce for the solvers, per layer."""
+
+    accumulators: dict[int, RidgeAccumulator]
+    vectors: dict[int, torch.Tensor] = field(default_factory=dict)
+    rows: dict[int, list] = field(default_factory=lambda: defaultdict(list))
 
 
 class LUNAR:
@@ -143,8 +154,9 @@ class LUNAR:
             )
         layers, sweep = self._choose_layers(chat, data)
         coeffs = self._coeffs_for(layers)
-        vectors = self._vectors(chat, data, layers)
-        deltas, metrics = self._solve(chat, data, layers, coeffs, vectors)
+        collected = self._collect(chat, data, layers)
+        vectors = collected.vectors
+        deltas, metrics = self._solve(chat, layers, coeffs, collected)
         control = None
         if self.mode == "edit":
             self._write_back(chat, deltas)
@@ -213,7 +225,7 @@ class LUNAR:
             )
         return layers, {str(k): v for k, v in scores.items()}
 
-    def _row_sources(self, chat: ChatModel, data: UnlearnData) -> list[RowSource]:
+    def _row_sources(self, chat: ChatModel, data: UnlearnData) -> dict[str, RowSource]:
         tok, system = chat.tokenizer, chat.system_prompt
         forget = encode_item_prompts(tok, data.forget, system)
         if self.pin_retain_answers:
@@ -226,21 +238,28 @@ class LUNAR:
             "last": lambda p: len(p) - 1,
             "after_prefix": lambda p: min(prefix, len(p) - 1),
         }[self.perturb_positions]
-        sources = [
-            RowSource(forget, [start(p) for p in forget]),
-            RowSource(retain, [None] * len(retain)),
-        ]
+        last = [len(p) - 1 for p in forget]
+        sources = {
+            "forget": RowSource(forget, [start(p) for p in forget], last),
+            "retain": RowSource(retain, [None] * len(retain)),
+        }
         if self.pin_abstentions:
             pairs = encode_item_pairs(tok, data.reference, system)
-            sources.append(RowSource([p + a for p, a in pairs], [None] * len(pairs)))
+            last = [len(p) - 1 for p, _ in pairs]
+            sources["reference"] = RowSource([p + a for p, a in pairs], [None] * len(pairs), last)
         return sources
 
-    def _solve(self, chat, data, layers, coeffs, vectors):
+    def _collect(self, chat: ChatModel, data: UnlearnData, layers: list[int]) -> _Collected:
+        """Regression sums and unlearning vectors from one forward pass per batch of rows.
+
+        r_l is read at the last prompt token of the forget rows and of the reference rows (a
+        separate prompt-only pass only when the reference rows are not pinned).
+        """
         sources = self._row_sources(chat, data)
         d_ff = decoder_layers(chat.model)[layers[0]].mlp.down_proj.in_features
-        accs = {layer: RidgeAccumulator(d_ff) for layer in layers}
-        rows: dict[int, list] = {layer: [] for layer in layers}
-        for number, source in enumerate(sources):
+        out = _Collected({layer: RidgeAccumulator(d_ff) for layer in layers})
+        reads = {name: dict.fromkeys(layers, 0.0) for name in sources}
+        for number, (name, source) in enumerate(sources.items()):
             for batch in iter_rows(
                 chat.model,
                 source,
@@ -249,11 +268,29 @@ class LUNAR:
                 self.activation_batch_size,
                 f"lunar rows {number + 1}/{len(sources)}",
             ):
-                accs[batch.layer].add(batch.inputs, batch.shifted)
+                out.accumulators[batch.layer].add(batch.inputs, batch.shifted)
+                if batch.read is not None:
+                    reads[name][batch.layer] = reads[name][batch.layer] + batch.read.sum(0)
                 if self.solver == "adamw":
-                    shift = coeffs[layers.index(batch.layer)] * vectors[batch.layer].float()
-                    target = batch.outputs + batch.shifted[:, None].float() * shift
-                    rows[batch.layer].append((batch.inputs, target))
+                    out.rows[batch.layer].append((batch.inputs, batch.outputs, batch.shifted))
+        forget_mean = {layer: total / len(data.forget) for layer, total in reads["forget"].items()}
+        out.vectors = {
+            layer: ref - forget_mean[layer]
+            for layer, ref in self._reference_means(chat, data, layers, reads).items()
+        }
+        return out
+
+    def _reference_means(self, chat, data, layers, reads) -> dict[int, torch.Tensor]:
+        if "reference" in reads:
+            count = len(data.reference)
+            return {layer: total / count for layer, total in reads["reference"].items()}
+        prompts = encode_item_prompts(chat.tokenizer, data.reference, chat.system_prompt)
+        return mean_last_token_outputs(
+            chat.model, prompts, layers, _pad_id(chat), self.activation_batch_size, "lunar r"
+        )
+
+    def _solve(self, chat, layers, coeffs, collected: _Collected):
+        vectors, accs = collected.vectors, collected.accumulators
         deltas, metrics = {}, {}
         for layer, coeff in zip(layers, coeffs, strict=True):
             weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
@@ -261,7 +298,9 @@ class LUNAR:
                 v = solve_ridge(accs[layer], self.ridge, self.shifted_weight)
                 deltas[layer] = coeff * torch.outer(vectors[layer], v)
             else:
-                trained = fit_adamw(weight.detach().cpu().float(), rows[layer], **self.adamw)
+                shift = coeff * vectors[layer].float()
+                rows = [(x, y + m[:, None].float() * shift) for x, y, m in collected.rows[layer]]
+                trained = fit_adamw(weight.detach().cpu().float(), rows, **self.adamw)
                 deltas[layer] = trained.double() - weight.detach().cpu().double()
                 v = _implied_v(deltas[layer], coeff * vectors[layer])
             for key, value in fit_report(accs[layer], v).items():

@@ -85,3 +85,32 @@ def test_activation_passes_stop_after_the_deepest_needed_block(tiny_chat, toy_da
         full = store[1][:, -1, :].double().mean(0)
     torch.testing.assert_close(means[1], full)
     assert count_hooks(model) == 0
+
+
+@pytest.mark.parametrize("pin_abstentions", [True, False])
+def test_vectors_read_in_the_row_passes_equal_prompt_only_passes(
+    tiny_target, toy_data, pin_abstentions
+):
+    # r_l read at the last prompt token of prompt + answer rows (causal attention) must equal
+    # r_l from passes over the prompts alone, as LUNAR.md defines it.
+    lunar = LUNAR(layers=[1, 2], pin_abstentions=pin_abstentions, activation_batch_size=3)
+    fused = lunar._collect(tiny_target, toy_data, [1, 2]).vectors
+    prompt_only = lunar._vectors(tiny_target, toy_data, [1, 2])
+    for layer in (1, 2):
+        assert prompt_only[layer].norm() > 0.1
+        torch.testing.assert_close(fused[layer], prompt_only[layer], rtol=1e-5, atol=1e-5)
+
+
+def test_unlearning_runs_one_pass_per_batch_of_rows(tiny_chat, toy_data):
+    # With the abstention rows pinned, r comes from the row passes: no separate r passes.
+    lunar = LUNAR(layers=[2], activation_batch_size=3)
+    sources = lunar._row_sources(tiny_chat, toy_data).values()
+    expected = sum(-(-len(source.sequences) // 3) for source in sources)
+    passes = []
+    block = decoder_layers(tiny_chat.model)[0]
+    hook = block.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        lunar.unlearn(tiny_chat, toy_data)
+    finally:
+        hook.remove()
+    assert len(passes) == expected
