@@ -68,7 +68,7 @@ def test_every_pass_stays_within_the_budget_and_results_do_not_change(tiny_targe
             answer_nll(chat.model, pairs, pad, batch_size=16),
             greedy_generate(chat.model, chat.tokenizer, prompts, 4, batch_size=16, desc=None),
             mean_last_token_outputs(chat.model, prompts, [1, 2], pad, 16, ""),
-            sum(float((b.inputs.double() ** 2).sum()) for b in rows),
+            sum(b.weight * float((b.inputs.double() ** 2).sum()) for b in rows),
         )
 
     free = everything()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from lunar_exp.hooks import (
     capture_block_outputs,
@@ -15,6 +18,7 @@ from lunar_exp.hooks import (
     stop_after_block,
 )
 from lunar_exp.metrics.primitives import batches, pad_left
+from lunar_exp.prompts import shared_prefix_length
 
 
 def _position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -22,21 +26,52 @@ def _position_ids(mask: torch.Tensor) -> torch.Tensor:
 
 
 def forward_until(
-    model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, last_layer: int
+    model: PreTrainedModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    last_layer: int,
+    prefix: DynamicCache | None = None,
 ) -> None:
     """Run the decoder blocks up to ``last_layer`` only: the hooks read the blocks.
 
-    The blocks above it, the LM head (logits of batch x length x vocabulary: 315 MB for
-    16 x 100 tokens of SmolLM2) and the key/value cache are never needed here.
+    The blocks above it and the LM head (logits of batch x length x vocabulary: 315 MB for
+    16 x 100 tokens of SmolLM2) never run. With ``prefix`` (the key/value cache of tokens every
+    sequence starts with, batch 1), ``ids`` are the continuations after it.
     """
     device = model.device
+    offset = prefix.get_seq_length() if prefix is not None else 0
+    kwargs = {"use_cache": False}
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(len(ids))
+        kwargs = {"use_cache": True, _cache_argument(model): cache}
+        mask = torch.cat([torch.ones(len(ids), offset, dtype=mask.dtype), mask], dim=1)
     with stop_after_block(model, last_layer):
         model.base_model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
-            position_ids=_position_ids(mask).to(device),
-            use_cache=False,
+            position_ids=(offset + _position_ids(mask[:, offset:])).to(device),
+            **kwargs,
         )
+
+
+def _cache_argument(model: PreTrainedModel) -> str:
+    """``cache`` in recent transformers, ``past_key_values`` before it."""
+    parameters = inspect.signature(model.base_model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+@torch.inference_mode()
+def prefix_cache(model: PreTrainedModel, prefix: Sequence[int], last_layer: int) -> DynamicCache:
+    """Key/value cache of ``prefix`` up to ``last_layer`` (hooks on those blocks see it run)."""
+    cache = DynamicCache()
+    with stop_after_block(model, last_layer):
+        model.base_model(
+            input_ids=torch.tensor([list(prefix)], device=model.device),
+            use_cache=True,
+            **{_cache_argument(model): cache},
+        )
+    return cache
 
 
 @torch.inference_mode()
@@ -87,7 +122,8 @@ class RowBatch:
     """Rows of one layer from one forward pass: inputs x, outputs y = W0 x, and the shift mask.
 
     ``read`` holds the block's output at each sequence's ``read_at`` position (float64,
-    ``[sequences, d_model]``), or None when the source reads nothing.
+    ``[sequences, d_model]``), or None when the source reads nothing. ``weight`` is how many
+    sequences share these rows (the shared prefix is computed once and counts once per sequence).
     """
 
     layer: int
@@ -95,6 +131,7 @@ class RowBatch:
     outputs: torch.Tensor
     shifted: torch.Tensor
     read: torch.Tensor | None = None
+    weight: int = 1
 
 
 def _shift_mask(mask: torch.Tensor, lengths: Sequence[int], shift_from) -> torch.Tensor:
@@ -115,34 +152,68 @@ def iter_rows(
     pad_id: int,
     batch_size: int,
     desc: str,
+    share_prefix: bool = True,
 ) -> Iterator[RowBatch]:
     """Stream the down_proj input/output rows of every real token, one forward pass per batch.
 
     All layers' rows (and, with ``source.read_at``, the block outputs r is read from) come from
     the same pass, so memory holds one batch at a time (at most ``batch_size`` sequences and the
-    current ``batch_token_budget``).
+    current ``batch_token_budget``). With ``share_prefix`` the tokens every sequence starts with
+    (the chat template's head) run once and their rows come once, weighted by the number of
+    sequences; the other passes attend to their cached keys and values. Attention is causal, so
+    the rows are those of full passes.
     """
-    device = model.device
-    lengths = [len(s) for s in source.sequences]
+    start = _shared_prefix(source) if share_prefix else 0
+    suffixes = [s[start:] for s in source.sequences]
+    shift_from = [None if f is None else max(f - start, 0) for f in source.shift_from]
+    read_at = [r - start for r in source.read_at] if source.read_at else None
     with ExitStack() as stack:
         store = stack.enter_context(capture_down_proj(model, layers))
-        reading = capture_block_outputs(model, layers) if source.read_at else nullcontext({})
+        reading = capture_block_outputs(model, layers) if read_at else nullcontext({})
         blocks = stack.enter_context(reading)
-        for index in batches(len(source.sequences), batch_size, desc, lengths):
-            ids, mask = pad_left([source.sequences[i] for i in index], pad_id)
-            forward_until(model, ids, mask, max(layers))
+        cache = None
+        if start:
+            cache = prefix_cache(model, source.sequences[0][:start], max(layers))
+            yield from _prefix_rows(store, layers, source.shift_from, start)
+        lengths = [len(s) for s in suffixes]
+        for index in batches(len(suffixes), batch_size, desc, lengths):
+            ids, mask = pad_left([suffixes[i] for i in index], pad_id)
+            forward_until(model, ids, mask, max(layers), cache)
             real = mask.bool()
             batch_lengths = [lengths[i] for i in index]
-            shifted = _shift_mask(mask, batch_lengths, [source.shift_from[i] for i in index])
+            shifted = _shift_mask(mask, batch_lengths, [shift_from[i] for i in index])
             for layer in layers:
                 x, y = store[layer]
                 yield RowBatch(
                     layer,
-                    x[real.to(device)].float().cpu(),
-                    y[real.to(device)].float().cpu(),
+                    x[real.to(x.device)].float().cpu(),
+                    y[real.to(y.device)].float().cpu(),
                     shifted[real],
-                    _read(blocks.get(layer), batch_lengths, source.read_at, index),
+                    _read(blocks.get(layer), batch_lengths, read_at, index),
                 )
+
+
+def _shared_prefix(source: RowSource) -> int:
+    """Tokens shared by every sequence, leaving each at least its read position and one token."""
+    if len(source.sequences) < 2:
+        return 0
+    limit = min(len(s) for s in source.sequences) - 1
+    if source.read_at:
+        limit = min(limit, *source.read_at)
+    return min(shared_prefix_length(source.sequences), max(limit, 0))
+
+
+def _prefix_rows(store: dict, layers, shift_from, start: int) -> Iterator[RowBatch]:
+    """The prefix's rows once per distinct shift pattern, weighted by its number of sequences."""
+    patterns = Counter(
+        tuple(f is not None and position >= f for position in range(start)) for f in shift_from
+    )
+    for pattern, count in patterns.items():
+        for layer in layers:
+            x, y = store[layer]
+            yield RowBatch(
+                layer, x[0].float().cpu(), y[0].float().cpu(), torch.tensor(pattern), None, count
+            )
 
 
 def _read(hidden, lengths: Sequence[int], read_at, index) -> torch.Tensor | None:

@@ -32,15 +32,15 @@ class RidgeAccumulator:
         self.gram_pinned = torch.zeros(self.dim, self.dim, dtype=torch.float64)
         self.sum_shifted = torch.zeros(self.dim, dtype=torch.float64)
 
-    def add(self, inputs: torch.Tensor, shifted: torch.Tensor) -> None:
-        """Add rows ``inputs [n, dim]`` with boolean ``shifted [n]``."""
+    def add(self, inputs: torch.Tensor, shifted: torch.Tensor, weight: int = 1) -> None:
+        """Add rows ``inputs [n, dim]`` with boolean ``shifted [n]``, each ``weight`` times."""
         x = inputs.double()
         xs, xp = x[shifted], x[~shifted]
-        self.gram_shifted += xs.T @ xs
-        self.gram_pinned += xp.T @ xp
-        self.sum_shifted += xs.sum(0)
-        self.n_shifted += len(xs)
-        self.n_pinned += len(xp)
+        self.gram_shifted += weight * (xs.T @ xs)
+        self.gram_pinned += weight * (xp.T @ xp)
+        self.sum_shifted += weight * xs.sum(0)
+        self.n_shifted += weight * len(xs)
+        self.n_pinned += weight * len(xp)
 
 
 def solve_ridge(acc: RidgeAccumulator, ridge: float, shifted_weight: float) -> torch.Tensor:

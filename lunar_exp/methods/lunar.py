@@ -66,6 +66,10 @@ class LUNAR:
         weight_decay: AdamW weight decay (PyTorch default 0.01 in the reference code).
         activation_batch_size: prompts per forward pass when collecting activations (the run's
             ``batch_tokens`` also caps each pass's padded tokens).
+        share_prefix: run the tokens every row sequence starts with (the chat template's head)
+            once and let the other passes attend to their cached keys and values; the rows are
+            the same (attention is causal), the passes shorter. Closed form only: the adamw
+            solver's minibatches depend on the row order, which full passes keep.
         sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
         sweep_top_k: how many layers ``auto`` keeps.
         sweep_coeff: steering coefficient of the sweep's probe (the paper's probe uses 2.0); the
@@ -94,6 +98,7 @@ class LUNAR:
         gamma: float = 0.9,
         weight_decay: float = 0.01,
         activation_batch_size: int = 16,
+        share_prefix: bool = True,
         sweep_layers: Sequence[int] | None = None,
         sweep_top_k: int = 1,
         sweep_coeff: float = 2.0,
@@ -131,6 +136,7 @@ class LUNAR:
             "seed": seed,
         }
         self.activation_batch_size = activation_batch_size
+        self.share_prefix = share_prefix
         self.sweep_layers = sweep_layers
         self.sweep_top_k = sweep_top_k
         self.sweep_coeff = sweep_coeff
@@ -267,8 +273,9 @@ class LUNAR:
                 _pad_id(chat),
                 self.activation_batch_size,
                 f"lunar rows {number + 1}/{len(sources)}",
+                self.share_prefix and self.solver == "closed_form",
             ):
-                out.accumulators[batch.layer].add(batch.inputs, batch.shifted)
+                out.accumulators[batch.layer].add(batch.inputs, batch.shifted, batch.weight)
                 if batch.read is not None:
                     reads[name][batch.layer] = reads[name][batch.layer] + batch.read.sum(0)
                 if self.solver == "adamw":

@@ -103,7 +103,7 @@ def test_vectors_read_in_the_row_passes_equal_prompt_only_passes(
 
 def test_unlearning_runs_one_pass_per_batch_of_rows(tiny_chat, toy_data):
     # With the abstention rows pinned, r comes from the row passes: no separate r passes.
-    lunar = LUNAR(layers=[2], activation_batch_size=3)
+    lunar = LUNAR(layers=[2], activation_batch_size=3, share_prefix=False)
     sources = lunar._row_sources(tiny_chat, toy_data).values()
     expected = sum(-(-len(source.sequences) // 3) for source in sources)
     passes = []
@@ -114,3 +114,43 @@ def test_unlearning_runs_one_pass_per_batch_of_rows(tiny_chat, toy_data):
     finally:
         hook.remove()
     assert len(passes) == expected
+
+
+@pytest.mark.parametrize("perturb_positions", ["after_prefix", "all", "last"])
+def test_shared_prefix_gives_the_rows_of_full_passes(tiny_target, toy_data, perturb_positions):
+    # The template head every sequence starts with runs once (weighted by the sequence count);
+    # the regression's sums, counts, stored rows and r must equal those of full passes.
+    tokens = []
+    hook = decoder_layers(tiny_target.model)[0].register_forward_hook(
+        lambda _m, args, _o: tokens.append(args[0].shape[0] * args[0].shape[1])
+    )
+    collected = {}
+    try:
+        for share in (False, True):
+            lunar = LUNAR(
+                layers=[1, 2],
+                perturb_positions=perturb_positions,
+                share_prefix=share,
+                activation_batch_size=3,
+            )
+            tokens.clear()
+            collected[share] = (lunar._collect(tiny_target, toy_data, [1, 2]), sum(tokens))
+    finally:
+        hook.remove()
+    (full, full_tokens), (shared, shared_tokens) = collected[False], collected[True]
+    assert shared_tokens < 0.8 * full_tokens
+    for layer in (1, 2):
+        a, b = full.accumulators[layer], shared.accumulators[layer]
+        assert (a.n_shifted, a.n_pinned) == (b.n_shifted, b.n_pinned)
+        assert a.n_shifted > 0
+        for name in ("gram_shifted", "gram_pinned", "sum_shifted"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(full.vectors[layer], shared.vectors[layer], rtol=1e-5, atol=1e-5)
+
+
+def test_adamw_keeps_the_row_order_of_full_passes(tiny_target, toy_data):
+    # AdamW's minibatches depend on the row order (docs/lunar_recipe.md: DS 1.1 / 10.1 / 20.0
+    # for row seeds 0 / 1 / 2), so its rows must come from full passes, prefix included.
+    rows = LUNAR(layers=[1], solver="adamw")._collect(tiny_target, toy_data, [1]).rows[1]
+    sources = LUNAR(layers=[1])._row_sources(tiny_target, toy_data).values()
+    assert sum(len(x) for x, _, _ in rows) == sum(len(s) for src in sources for s in src.sequences)
