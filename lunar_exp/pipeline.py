@@ -31,7 +31,7 @@ from lunar_exp.offline import check_hub_access
 log = logging.getLogger(__name__)
 
 # Bump when evaluation code changes, so stored target-model evaluations are not reused.
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: MRR and top-hit rate (qa_eval)
 
 
 def seed_everything(seed: int) -> None:

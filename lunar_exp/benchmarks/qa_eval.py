@@ -6,28 +6,40 @@ from collections.abc import Mapping, Sequence
 from statistics import fmean
 
 from lunar_exp.interfaces import QA, ChatModel, EvalResult
-from lunar_exp.metrics.primitives import answer_nll, greedy_generate, padding_id
+from lunar_exp.metrics.primitives import answer_nll, greedy_generate_ranked, padding_id
 from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
+
+TOP_HIT_RANK = 100  # LUNAR's hit rate: share of answer tokens ranked in the top 100
 
 
 def evaluate_split(
     chat: ChatModel, items: Sequence[QA], max_new_tokens: int, batch_size: int, split: str
 ) -> tuple[dict[str, float], list[dict[str, object]]]:
-    """Generate answers for ``items`` and score them; returns metrics and per-item records."""
+    """Generate answers for ``items`` and score them; returns metrics and per-item records.
+
+    ROUGE recall and refusals score the generations; MRR and top-hit rate score, per answer
+    token j, its rank in the free-running generation's step j (LUNAR.md section 3); answer NLL
+    is teacher-forced.
+    """
     tok = chat.tokenizer
     answers = [qa.answer for qa in items]
     prompts = encode_item_prompts(tok, items, chat.system_prompt)
-    responses = greedy_generate(
-        chat.model, tok, prompts, max_new_tokens, batch_size, desc=f"eval {split}"
+    targets = [tok(a, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for a in answers]
+    responses, ranks = greedy_generate_ranked(
+        chat.model, tok, prompts, targets, max_new_tokens, batch_size, desc=f"eval {split}"
     )
     rouge = rouge_recall(answers, responses)
+    mrr = [fmean(1.0 / r for r in item) for item in ranks]
+    top_hit = [fmean(float(r <= TOP_HIT_RANK) for r in item) for item in ranks]
     refusals = [float(is_refusal(r)) for r in responses]
     pad = padding_id(tok)
     nll = answer_nll(chat.model, encode_item_pairs(tok, items, chat.system_prompt), pad, batch_size)
     metrics = {f"{split}/{name}": fmean(values) for name, values in rouge.items()}
     metrics[f"{split}/refusal_rate"] = fmean(refusals)
     metrics[f"{split}/answer_nll"] = fmean(nll)
+    metrics[f"{split}/mrr"] = fmean(mrr)
+    metrics[f"{split}/top_hit_rate"] = fmean(top_hit)
     records = [
         {
             "split": split,
@@ -38,9 +50,11 @@ def evaluate_split(
             "rouge1_recall": r1,
             "refusal": bool(ref),
             "answer_nll": n,
+            "mrr": m,
+            "top_hit_rate": h,
         }
-        for qa, resp, r1, ref, n in zip(
-            items, responses, rouge["rouge1_recall"], refusals, nll, strict=True
+        for qa, resp, r1, ref, n, m, h in zip(
+            items, responses, rouge["rouge1_recall"], refusals, nll, mrr, top_hit, strict=True
         )
     ]
     return metrics, records

@@ -15,6 +15,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "rougeL_f1": True,
     "refusal_rate": False,
     "answer_nll": False,
+    "mrr": True,
+    "top_hit_rate": True,
     "prob": True,
     "prob_normalised": True,
     "truth_ratio": True,

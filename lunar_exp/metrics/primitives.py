@@ -102,25 +102,69 @@ def greedy_generate(
     desc: str | None = "generate",
 ) -> list[str]:
     """Greedy continuations of tokenized prompts, decoded without special tokens."""
+    texts, _ = _generate(model, tokenizer, prompts, None, max_new_tokens, batch_size, desc)
+    return texts
+
+
+@torch.inference_mode()
+def greedy_generate_ranked(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[int]],
+    targets: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    desc: str | None = "generate",
+) -> tuple[list[str], list[list[int]]]:
+    """Greedy continuations and, per target token j, its rank in generation step j (1 = top).
+
+    Free-running, as LUNAR's MRR (LUNAR.md section 3): step j conditions on the model's own
+    first j tokens, not on the target's. Ties count in the target's favour; target tokens past
+    the last generated step get the worst rank (the vocabulary size).
+    """
+    return _generate(model, tokenizer, prompts, targets, max_new_tokens, batch_size, desc)
+
+
+def _generate(model, tokenizer, prompts, targets, max_new_tokens, batch_size, desc):
     pad = padding_id(tokenizer)
-    outputs: list[str] = []
+    texts: list[str] = []
+    ranks: list[list[int]] = []
     device = model.device
     lengths = [len(p) + max_new_tokens for p in prompts]
     for index in batches(len(prompts), batch_size, desc, lengths):
         ids, mask = pad_left([prompts[i] for i in index], pad)
-        generated = model.generate(
+        out = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tokenizer.eos_token_id,
+            return_dict_in_generate=True,
+            output_logits=targets is not None,
         )
-        new_tokens = generated[:, ids.shape[1] :]
-        outputs.extend(
-            t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        )
-    return outputs
+        decoded = tokenizer.batch_decode(out.sequences[:, ids.shape[1] :], skip_special_tokens=True)
+        texts.extend(t.strip() for t in decoded)
+        if targets is not None:
+            ranks.extend(_target_ranks(out.logits, [targets[i] for i in index]))
+    return texts, ranks
+
+
+def _target_ranks(step_logits, targets: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Rank of ``targets[b][j]`` among step j's logits of row b (worst rank past the last step)."""
+    vocab = step_logits[0].shape[-1]
+    ranks = [[vocab] * len(t) for t in targets]
+    for step, logits in enumerate(step_logits):
+        rows = [b for b, t in enumerate(targets) if step < len(t)]
+        if not rows:
+            break
+        picked = logits[rows]
+        wanted = torch.tensor([targets[b][step] for b in rows], device=picked.device)
+        reference = picked.gather(1, wanted[:, None])
+        above = (picked > reference).sum(-1).tolist()
+        for b, count in zip(rows, above, strict=True):
+            ranks[b][step] = count + 1
+    return ranks
 
 
 def pair_batch(

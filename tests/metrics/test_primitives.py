@@ -1,7 +1,13 @@
 import torch
 
 from lunar_exp.interfaces import QA
-from lunar_exp.metrics.primitives import answer_nll, greedy_generate, pad_left
+from lunar_exp.metrics.primitives import (
+    _target_ranks,
+    answer_nll,
+    greedy_generate,
+    greedy_generate_ranked,
+    pad_left,
+)
 from lunar_exp.prompts import (
     encode_item_pairs,
     encode_item_prompts,
@@ -63,3 +69,33 @@ def test_plain_items_skip_the_chat_template_and_mix_with_chat_items(tiny_chat):
     assert len(pairs[2][0]) == 1  # an empty prefix still gives the model one token to start from
     prompts = encode_item_prompts(tok, [plain_item, chat_item], tiny_chat.system_prompt)
     assert prompts[1] == pairs[0][0] and prompts[0] == pairs[1][0]
+
+
+def test_target_ranks_count_strictly_higher_logits_per_step():
+    # two steps, vocabulary 4, two rows
+    steps = [
+        torch.tensor([[0.1, 0.9, 0.5, 0.0], [3.0, 2.0, 1.0, 0.0]]),
+        torch.tensor([[0.2, 0.2, 0.7, 0.1], [0.0, 0.0, 0.0, 5.0]]),
+    ]
+    # row 0 wants tokens 2 then 0: step 0 logit 0.5 has one higher (0.9) -> rank 2;
+    # step 1 logit 0.2 ties token 1 and is below 0.7 -> rank 2 (ties count for the target).
+    # row 1 wants 3 tokens: 0 (rank 1), 3 (rank 1), then a step that was never generated: 4.
+    assert _target_ranks(steps, [[2, 0], [0, 3, 1]]) == [[2, 2], [1, 1, 4]]
+
+
+def test_a_models_own_greedy_answer_ranks_first_at_every_step(tiny_chat, toy_data):
+    tok, model = tiny_chat.tokenizer, tiny_chat.model
+    prompts = encode_item_prompts(tok, toy_data.forget + toy_data.retain, tiny_chat.system_prompt)
+    texts = greedy_generate(model, tok, prompts, 6, batch_size=3, desc=None)
+    again = [
+        model.generate(
+            input_ids=torch.tensor([p]), max_new_tokens=6, do_sample=False, pad_token_id=0
+        )[0, len(p) :].tolist()
+        for p in prompts
+    ]
+    wrong = [[(t + 1) % len(tok) for t in ids] for ids in again]
+    same, ranks = greedy_generate_ranked(model, tok, prompts, again, 6, batch_size=3, desc=None)
+    _, other = greedy_generate_ranked(model, tok, prompts, wrong, 6, batch_size=3, desc=None)
+    assert same == texts
+    assert all(r == 1 for item in ranks for r in item)
+    assert any(r > 1 for item in other for r in item)
