@@ -86,6 +86,25 @@ def test_offline_run_mirrors_metrics_losses_and_generations_without_secrets(tmp_
         assert not leaked
 
 
+def test_lunar_adamw_and_relearn_losses_have_their_own_step_axes(tmp_path):
+    env = wandb_env(tmp_path, WANDB_MODE="offline")
+    args = [
+        "+exp=smoke",
+        "logger=wandb",
+        "logger.mode=offline",
+        "method.solver=adamw",
+        "method.epochs=3",
+        "attack=[relearn]",
+        "attack.relearn.n_items=1",
+    ]
+    result = run_cli(args, tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = read_run(tmp_path / "wandb")["history"]
+    assert {"train/lunar_adamw/loss", "train/lunar_adamw/step"} <= history
+    assert {"train/attack_relearn/loss", "train/attack_relearn/step"} <= history
+    assert "train/finetune/loss" not in history  # relearning is not the fine-tuning stage
+
+
 def test_failed_run_is_finished_with_a_nonzero_exit_code(tmp_path):
     env = wandb_env(tmp_path, WANDB_MODE="offline")
     args = ["+exp=smoke", "logger=wandb", "logger.mode=offline", "method.layers=[7]"]

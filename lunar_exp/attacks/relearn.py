@@ -84,6 +84,7 @@ class Relearn:
             batch_size=self.batch_size,
             seed=self.seed,
             desc="relearn attack",
+            stage="attack_relearn",
         )
 
 

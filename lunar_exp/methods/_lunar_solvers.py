@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from lunar_exp.loggers import log_train_step
+
 
 @dataclass
 class RidgeAccumulator:
@@ -111,13 +113,16 @@ def fit_adamw(
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
     order = list(range(len(inputs)))
     rng = random.Random(seed)
-    for _ in tqdm(range(epochs), desc="lunar adamw", unit="epoch", leave=False):
+    for epoch in tqdm(range(epochs), desc="lunar adamw", unit="epoch", leave=False):
         rng.shuffle(order)
+        losses = []
         for start in range(0, len(order), batch_size):
             index = torch.tensor(order[start : start + batch_size])
             loss = torch.nn.functional.mse_loss(inputs[index] @ trained.T, targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            losses.append(loss.item())
         scheduler.step()
+        log_train_step("lunar_adamw", epoch + 1, {"loss": sum(losses) / max(len(losses), 1)})
     return trained.detach().to(weight.dtype)
