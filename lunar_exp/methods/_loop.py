@@ -92,7 +92,7 @@ def train(
         above it never change, whatever ``params`` allows).
     """
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=_fusable(params))
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
     autocast = (
@@ -131,6 +131,15 @@ def train(
         for param in model.parameters():
             param.requires_grad_(True)
     return history, list(updated.values())
+
+
+def _fusable(params: list[torch.nn.Parameter]) -> bool:
+    """Whether PyTorch's fused AdamW can take ``params`` (float tensors on CPU or CUDA).
+
+    One kernel per step instead of the default per-tensor loop: on this CPU 0.41 -> 0.10 s per
+    step for 148M parameters; same algorithm (GA and NPO reached the same DS with it).
+    """
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def count_params(params: Sequence[torch.nn.Parameter]) -> int:
