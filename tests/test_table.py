@@ -271,3 +271,28 @@ def test_wandb_runs_carry_their_variant():
     }
     record = record_from_wandb("me/proj/x", "finished", config, {"deviation_score": 1.0})
     assert record.labels["variant"] == "method.coeffs=[4.0]"
+
+
+def test_target_row_comes_first_once_and_is_never_best(sweep, tmp_path):
+    # Every fake run recorded the same target scores (before/ forget 1.0, retain 1.0): one row.
+    out = tmp_path / "t.md"
+    assert main([str(sweep), "--out", str(out), "--no-plots"]) == 0
+    lines = out.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| Method")]
+    assert rows[0].startswith("| Target model | 1 | 0 | 1.000 | 1.000 |")
+    assert "**" not in rows[0]  # retain 1.0 beats LUNAR's 0.95, but the target is not a method
+    assert "Target model = the fine-tuned model before unlearning" in lines[0]
+    assert main([str(sweep), "--out", str(out), "--no-plots", "--no-target-row"]) == 0
+    assert "Target model" not in out.read_text()
+
+
+def test_distinct_target_models_are_averaged_once_each(tmp_path):
+    fake_run(tmp_path, "lunar", 0, result(0.0, 0.9, **{"before/retain/rouge1_recall": 0.8}))
+    fake_run(tmp_path, "lunar", 1, result(0.0, 0.9))  # same method, another target model
+    fake_run(tmp_path, "ga", 1, result(0.5, 0.9))  # the seed-1 target again: not counted twice
+    table = build_table([read_run_dir(p) for p in find_run_dirs(tmp_path)], load_layout())
+    target = table.frame.xs("target", level="method")
+    assert int(target["n"].iloc[0]) == 2
+    # retain R1 of the two distinct targets: mean(0.8, 1.0) = 0.9, sample std 0.1414
+    assert target["retain/rouge1_recall mean"].iloc[0] == pytest.approx(0.9)
+    assert target["retain/rouge1_recall std"].iloc[0] == pytest.approx(0.1414, abs=1e-4)

@@ -21,6 +21,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write the table here (default: stdout)")
     parser.add_argument("--wandb-project", help="also read the runs of W&B entity/project")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--no-target-row",
+        action="store_true",
+        help="leave out the target model's row (its scores before unlearning)",
+    )
     parser.add_argument("--layout", type=Path, default=DEFAULT_LAYOUT, help="column layout YAML")
     args = parser.parse_args(argv)
     if args.dir is None and args.wandb_project is None:
@@ -68,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     layout = load_layout(args.layout)
-    text = render(build_table(records, layout, args.metrics), layout, args.format)
+    table = build_table(records, layout, args.metrics, target_row=not args.no_target_row)
+    text = render(table, layout, args.format)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

@@ -13,8 +13,10 @@ from lunar_exp.table.runs import (
     DEFAULT_VARIANT,
     GROUP_KEYS,
     NO_ATTACK,
+    TARGET_METHOD,
     RunRecord,
     run_counts,
+    target_records,
     tidy_frame,
 )
 
@@ -22,6 +24,10 @@ from lunar_exp.table.runs import (
 UNREMARKABLE = {"attack": NO_ATTACK, "variant": DEFAULT_VARIANT}
 
 NOTE = "mean ± std over seeds (std when n ≥ 2); n = finished runs, n_failed = runs without results"
+TARGET_NOTE = (
+    "Target model = the fine-tuned model before unlearning (the runs' before/ scores; "
+    "n = distinct target models; never marked best)"
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class Table:
         labels: group key -> header for the group columns that vary between rows.
         constant: group key -> value for those that do not (shown above the table).
         failed: sources (run dirs, W&B paths) of the failed runs.
+        has_target: whether a row is the target model's (see :data:`TARGET_NOTE`).
     """
 
     frame: pd.DataFrame
@@ -42,12 +49,22 @@ class Table:
     labels: dict[str, str]
     constant: dict[str, str]
     failed: list[str]
+    has_target: bool = False
 
 
 def build_table(
-    records: Sequence[RunRecord], layout: Layout, metrics: Sequence[str] | None = None
+    records: Sequence[RunRecord],
+    layout: Layout,
+    metrics: Sequence[str] | None = None,
+    target_row: bool = True,
 ) -> Table:
-    """Group runs by benchmark × model × method × variant × attack; average over seeds."""
+    """Group runs by benchmark × model × method × variant × attack; average over seeds.
+
+    With ``target_row``, each benchmark × model block starts with the target model's scores
+    before unlearning (when the runs recorded them).
+    """
+    targets = target_records(records) if target_row else []
+    records = [*targets, *records]
     tidy = tidy_frame(records)
     columns = layout.select(set(tidy["metric"]), metrics)
     stats = tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"])
@@ -65,12 +82,13 @@ def build_table(
         k: value for k, value in first.items() if k not in labels and value != UNREMARKABLE.get(k)
     }
     failed = sorted(run.source for run in records if run.failed)
-    return Table(frame, columns, labels, constant, failed)
+    return Table(frame, columns, labels, constant, failed, bool(targets))
 
 
 def _row_order(index: tuple, layout: Layout) -> tuple:
     group = dict(zip(GROUP_KEYS, index, strict=True))
-    method = layout.method_rank(group["method"])
+    is_method = group["method"] != TARGET_METHOD
+    method = (is_method, *layout.method_rank(group["method"]))
     variant = (group["variant"] != DEFAULT_VARIANT, group["variant"])
     attack = (group["attack"] != NO_ATTACK, group["attack"])
     return (group["benchmark"], group["model"], method, variant, attack)
@@ -78,7 +96,8 @@ def _row_order(index: tuple, layout: Layout) -> tuple:
 
 def best_rows(table: Table, column: Column) -> pd.Series:
     """True for the best mean of a column within each benchmark × model block, if any differ."""
-    means = table.frame[f"{column.key} mean"]
+    methods = table.frame.index.get_level_values("method")
+    means = table.frame[f"{column.key} mean"].where(methods != TARGET_METHOD)
     way = direction(column.key)
     score = means if way is False else (-means if way else means.abs())
     best = pd.Series(False, index=means.index)
@@ -117,7 +136,8 @@ def _body(table: Table, layout: Layout, bold) -> tuple[list[str], list[list[str]
 
 def _caption(table: Table) -> str:
     context = ", ".join(f"{k} {v}" for k, v in table.constant.items())
-    return f"{context}; {NOTE}" if context else NOTE
+    note = f"{NOTE}. {TARGET_NOTE}" if table.has_target else NOTE
+    return f"{context}; {note}" if context else note
 
 
 def to_markdown(table: Table, layout: Layout) -> str:

@@ -24,6 +24,9 @@ from lunar_exp.variant import variant_name
 GROUP_KEYS = ("benchmark", "model", "method", "variant", "attack")
 NO_ATTACK = "none"
 DEFAULT_VARIANT = "default"
+# The row of the fine-tuned model before unlearning, read from the runs' ``before/`` metrics.
+TARGET_METHOD = "target"
+_BEFORE = "before/"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,30 @@ def run_counts(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame({"n": grouped.size() - grouped.sum(), "n_failed": grouped.sum()}).astype(
         int
     )
+
+
+def target_records(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """One record per distinct target model: the ``before/`` metrics of the finished runs.
+
+    Runs of one benchmark and model usually share their target (one fine-tuning, cached), so
+    its scores appear once, not once per run; a sweep that changes the target (e.g. the
+    fine-tuning epochs) gives one record per distinct set of scores.
+    """
+    found: dict[tuple, RunRecord] = {}
+    for run in records:
+        if run.failed:
+            continue
+        before = {
+            key[len(_BEFORE) :]: value
+            for key, value in run.metrics.items()
+            if key.startswith(_BEFORE) and is_number(value)
+        }
+        if not before:
+            continue
+        labels = {**run.labels, "method": TARGET_METHOD, "variant": DEFAULT_VARIANT}
+        key = (*labels.values(), tuple(sorted(before.items())))
+        found.setdefault(key, RunRecord(f"{run.source} (before)", labels, run.seed, before))
+    return list(found.values())
 
 
 def repeated_runs(records: Sequence[RunRecord]) -> list[str]:
