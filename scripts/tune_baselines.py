@@ -50,17 +50,22 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    best = {
-        m: min(
-            (r for r in rows if r["method"] == m),
-            key=lambda r: (r["deviation_score"], -r["retain/rouge1_recall"]),
-        )
-        for m in args.methods.split(",")
-    }
+    best = choose_best(rows, args.methods.split(","))
     command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
     report = {"command": command, "machine": machine(), "rows": rows, "best": best}
     Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
     Path(args.out + ".md").write_text(_markdown(rows, best, command))
+
+
+def choose_best(rows: list[dict], methods: list[str]) -> dict[str, dict]:
+    """Per method, the row with the lowest DS; ties go to the higher retain ROUGE-1."""
+    return {
+        m: min(
+            (r for r in rows if r["method"] == m),
+            key=lambda r: (r["deviation_score"], -r["retain/rouge1_recall"]),
+        )
+        for m in methods
+    }
 
 
 def _markdown(rows, best, command) -> str:

@@ -1,0 +1,70 @@
+"""The benchmark scripts that write the committed tables in docs/, run on the tiny smoke setup."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lunar_exp.metrics.text import deviation_score
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from tune_baselines import choose_best  # noqa: E402
+
+
+def run_script(name: str, args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    """Run ``scripts/<name>`` as the docs say, with the caches under tmp_path."""
+    env = dict(os.environ, LUNAR_EXP_CACHE=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
+    cmd = [sys.executable, str(ROOT / "scripts" / name), *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_bench_methods_reports_ratios_to_lunar_and_the_target_floor(tmp_path):
+    out = tmp_path / "bench"
+    args = ["--methods", "lunar,ga", "--out", str(out), "+exp=smoke"]
+    result = run_script("bench_methods.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    lunar, ga = report["methods"]["lunar"], report["methods"]["ga"]
+    assert lunar["unlearn_time_vs_lunar"] == 1.0 and lunar["ds_vs_lunar"] == 1.0
+    assert ga["unlearn_time_vs_lunar"] == pytest.approx(ga["unlearn_s"] / lunar["unlearn_s"])
+    assert ga["ds_vs_lunar"] == pytest.approx(
+        ga["deviation_score"] / max(lunar["deviation_score"], 1e-9)
+    )
+    assert lunar["params_changed"] > 0 and ga["params_changed"] > lunar["params_changed"]
+    target = report["target"]
+    # The floor forgets everything and keeps the target's retain score: 100 * (1 - retain R1).
+    assert target["ds_floor"] == pytest.approx(100 * (1 - target["retain_rouge1"]))
+    assert target["deviation_score"] == pytest.approx(
+        deviation_score(target["forget_rouge1"], target["retain_rouge1"])
+    )
+    table = out.with_suffix(".md").read_text()
+    assert "| lunar |" in table and "| ga |" in table and "DS floor" in table
+
+
+def test_tune_baselines_runs_the_grid_and_reports_its_choice(tmp_path):
+    out = tmp_path / "tune"
+    args = ["--methods", "ga", "--lrs", "1e-4,1e-2", "--epochs", "1,2", "--out", str(out)]
+    result = run_script("tune_baselines.py", [*args, "+exp=smoke"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    grid = {(row["lr"], row["epochs"]) for row in report["rows"] if row["method"] == "ga"}
+    assert grid == {(1e-4, 1), (1e-4, 2), (1e-2, 1), (1e-2, 2)}
+    assert report["best"]["ga"] == choose_best(report["rows"], ["ga"])["ga"]
+    assert "**yes**" in out.with_suffix(".md").read_text()
+
+
+def test_tuning_choice_is_the_lowest_ds_then_the_higher_retain_score():
+    def row(method, lr, ds, retain):
+        return {"method": method, "lr": lr, "deviation_score": ds, "retain/rouge1_recall": retain}
+
+    rows = [
+        row("ga", 1e-5, 30.0, 0.9),
+        row("ga", 3e-5, 20.0, 0.7),  # lowest DS
+        row("npo", 1e-5, 5.0, 0.8),
+        row("npo", 3e-5, 5.0, 0.95),  # DS tie: the higher retain score wins
+    ]
+    best = choose_best(rows, ["ga", "npo"])
+    assert best["ga"]["lr"] == 3e-5 and best["npo"]["lr"] == 3e-5
