@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from lunar_exp.methods._activations import RowSource, iter_rows, mean_last_token_outputs
+from lunar_exp.methods._activations import (
+    RowSource,
+    iter_rows,
+    mean_last_token_outputs,
+    run_shared_prefix,
+)
 from lunar_exp.metrics.primitives import (
     answer_nll,
     batch_token_budget,
@@ -63,7 +68,8 @@ def test_every_pass_stays_within_the_budget_and_results_do_not_change(tiny_targe
     source = RowSource([p + a for p, a in pairs], [len(p) for p, _ in pairs])
 
     def everything():
-        rows = iter_rows(chat.model, source, [1, 2], pad, 16, "")
+        prefix = run_shared_prefix(chat.model, [source], [1, 2])
+        rows = iter_rows(chat.model, source, [1, 2], pad, 16, "", prefix)
         return (
             answer_nll(chat.model, pairs, pad, batch_size=16),
             greedy_generate(chat.model, chat.tokenizer, prompts, 4, batch_size=16, desc=None),

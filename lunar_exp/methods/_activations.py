@@ -152,18 +152,18 @@ def iter_rows(
     pad_id: int,
     batch_size: int,
     desc: str,
-    share_prefix: bool = True,
+    prefix: SharedPrefix | None = None,
 ) -> Iterator[RowBatch]:
     """Stream the down_proj input/output rows of every real token, one forward pass per batch.
 
     All layers' rows (and, with ``source.read_at``, the block outputs r is read from) come from
     the same pass, so memory holds one batch at a time (at most ``batch_size`` sequences and the
-    current ``batch_token_budget``). With ``share_prefix`` the tokens every sequence starts with
-    (the chat template's head) run once and their rows come once, weighted by the number of
-    sequences; the other passes attend to their cached keys and values. Attention is causal, so
-    the rows are those of full passes.
+    current ``batch_token_budget``). With ``prefix`` (:func:`run_shared_prefix`, the tokens every
+    sequence starts with, i.e. the chat template's head) the passes run only what follows it and
+    attend to its cached keys and values; its rows come once, weighted by the number of
+    sequences. Attention is causal, so the rows are those of full passes.
     """
-    start = _shared_prefix(source) if share_prefix else 0
+    start = prefix.length if prefix is not None else 0
     suffixes = [s[start:] for s in source.sequences]
     shift_from = [None if f is None else max(f - start, 0) for f in source.shift_from]
     read_at = [r - start for r in source.read_at] if source.read_at else None
@@ -172,9 +172,9 @@ def iter_rows(
         reading = capture_block_outputs(model, layers) if read_at else nullcontext({})
         blocks = stack.enter_context(reading)
         cache = None
-        if start:
-            cache = prefix_cache(model, source.sequences[0][:start], max(layers))
-            yield from _prefix_rows(store, layers, source.shift_from, start)
+        if prefix is not None:
+            cache = prefix.cache
+            yield from _prefix_rows(prefix.rows, layers, source.shift_from, start)
         lengths = [len(s) for s in suffixes]
         for index in batches(len(suffixes), batch_size, desc, lengths):
             ids, mask = pad_left([suffixes[i] for i in index], pad_id)
@@ -193,27 +193,56 @@ def iter_rows(
                 )
 
 
-def _shared_prefix(source: RowSource) -> int:
+@dataclass(frozen=True)
+class SharedPrefix:
+    """The tokens every row sequence starts with, run once for all row sets.
+
+    Attributes:
+        length: how many tokens.
+        cache: their keys and values up to the deepest layer read (batch 1).
+        rows: per layer, their down_proj inputs and outputs (float32, ``[length, d]``).
+    """
+
+    length: int
+    cache: DynamicCache
+    rows: dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.inference_mode()
+def run_shared_prefix(
+    model: PreTrainedModel, sources: Sequence[RowSource], layers: Sequence[int]
+) -> SharedPrefix | None:
+    """One pass over the head shared by every sequence of ``sources``; None when there is none."""
+    length = shared_prefix_of(sources)
+    if not length:
+        return None
+    with capture_down_proj(model, layers) as store:
+        cache = prefix_cache(model, sources[0].sequences[0][:length], max(layers))
+        rows = {layer: tuple(t[0].float().cpu() for t in store[layer]) for layer in layers}
+    return SharedPrefix(length, cache, rows)
+
+
+def shared_prefix_of(sources: Sequence[RowSource]) -> int:
     """Tokens shared by every sequence, leaving each at least its read position and one token."""
-    if len(source.sequences) < 2:
+    sequences = [s for source in sources for s in source.sequences]
+    if len(sequences) < 2:
         return 0
-    limit = min(len(s) for s in source.sequences) - 1
-    if source.read_at:
-        limit = min(limit, *source.read_at)
-    return min(shared_prefix_length(source.sequences), max(limit, 0))
+    limit = min(len(s) for s in sequences) - 1
+    for source in sources:
+        if source.read_at:
+            limit = min(limit, *source.read_at)
+    return min(shared_prefix_length(sequences), max(limit, 0))
 
 
-def _prefix_rows(store: dict, layers, shift_from, start: int) -> Iterator[RowBatch]:
+def _prefix_rows(rows: dict, layers, shift_from, start: int) -> Iterator[RowBatch]:
     """The prefix's rows once per distinct shift pattern, weighted by its number of sequences."""
     patterns = Counter(
         tuple(f is not None and position >= f for position in range(start)) for f in shift_from
     )
     for pattern, count in patterns.items():
         for layer in layers:
-            x, y = store[layer]
-            yield RowBatch(
-                layer, x[0].float().cpu(), y[0].float().cpu(), torch.tensor(pattern), None, count
-            )
+            x, y = rows[layer]
+            yield RowBatch(layer, x, y, torch.tensor(pattern), None, count)
 
 
 def _read(hidden, lengths: Sequence[int], read_at, index) -> torch.Tensor | None:

@@ -26,7 +26,12 @@ import torch
 from lunar_exp.errors import require_numbers
 from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
-from lunar_exp.methods._activations import RowSource, iter_rows, mean_last_token_outputs
+from lunar_exp.methods._activations import (
+    RowSource,
+    iter_rows,
+    mean_last_token_outputs,
+    run_shared_prefix,
+)
 from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
 from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge
 from lunar_exp.metrics.primitives import padding_id
@@ -67,9 +72,9 @@ class LUNAR:
         activation_batch_size: prompts per forward pass when collecting activations (the run's
             ``batch_tokens`` also caps each pass's padded tokens).
         share_prefix: run the tokens every row sequence starts with (the chat template's head)
-            once and let the other passes attend to their cached keys and values; the rows are
-            the same (attention is causal), the passes shorter. Closed form only: the adamw
-            solver's minibatches depend on the row order, which full passes keep.
+            once for all row sets and let the other passes attend to their cached keys and
+            values; the rows are the same (attention is causal), the passes shorter. Closed form
+            only: the adamw solver's minibatches depend on the row order, which full passes keep.
         sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
         sweep_top_k: how many layers ``auto`` keeps.
         sweep_coeff: steering coefficient of the sweep's probe (the paper's probe uses 2.0); the
@@ -265,6 +270,9 @@ class LUNAR:
         d_ff = decoder_layers(chat.model)[layers[0]].mlp.down_proj.in_features
         out = _Collected({layer: RidgeAccumulator(d_ff) for layer in layers})
         reads = {name: dict.fromkeys(layers, 0.0) for name in sources}
+        prefix = None
+        if self.share_prefix and self.solver == "closed_form":
+            prefix = run_shared_prefix(chat.model, list(sources.values()), layers)
         for number, (name, source) in enumerate(sources.items()):
             for batch in iter_rows(
                 chat.model,
@@ -273,7 +281,7 @@ class LUNAR:
                 _pad_id(chat),
                 self.activation_batch_size,
                 f"lunar rows {number + 1}/{len(sources)}",
-                self.share_prefix and self.solver == "closed_form",
+                prefix,
             ):
                 out.accumulators[batch.layer].add(batch.inputs, batch.shifted, batch.weight)
                 if batch.read is not None:

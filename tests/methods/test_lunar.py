@@ -116,6 +116,24 @@ def test_unlearning_runs_one_pass_per_batch_of_rows(tiny_chat, toy_data):
     assert len(passes) == expected
 
 
+def test_the_shared_prefix_runs_once_for_all_row_sets(tiny_target, toy_data):
+    # Forget, retain and abstention rows start with the same template head: one pass of it
+    # (batch 1), then one pass per batch of each row set.
+    lunar = LUNAR(layers=[2], activation_batch_size=3)
+    sources = lunar._row_sources(tiny_target, toy_data).values()
+    assert len(sources) == 3
+    batches = sum(-(-len(source.sequences) // 3) for source in sources)
+    sizes = []
+    hook = decoder_layers(tiny_target.model)[0].register_forward_hook(
+        lambda _m, args, _o: sizes.append(args[0].shape[0])
+    )
+    try:
+        lunar._collect(tiny_target, toy_data, [2])
+    finally:
+        hook.remove()
+    assert len(sizes) == batches + 1 and sizes[0] == 1  # the prefix first, then the rows
+
+
 @pytest.mark.parametrize("perturb_positions", ["after_prefix", "all", "last"])
 def test_shared_prefix_gives_the_rows_of_full_passes(tiny_target, toy_data, perturb_positions):
     # The template head every sequence starts with runs once (weighted by the sequence count);
