@@ -6,7 +6,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lunar_exp import variant
-from lunar_exp.errors import report_failure
+from lunar_exp.errors import report_failure, summarize_failed_jobs
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -14,7 +14,7 @@ def main(cfg: DictConfig) -> None:
     """Run one experiment; bad input ends with one clear line and exit 2.
 
     In a multirun a failed job is logged and marked failed, the other jobs still run, and the
-    sweep exits 1 at the end (``errors.report_failure``).
+    sweep exits 1 at the end (``errors.report_failure``), listing every failed job (``cli``).
     """
     from lunar_exp.pipeline import run
 
@@ -24,9 +24,19 @@ def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except Exception as err:
-        report_failure(err, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+        hydra_cfg = HydraConfig.get()
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        report_failure(err, multirun=multirun, run_dir=hydra_cfg.runtime.output_dir)
         raise
 
 
+def cli() -> None:
+    """``python -m lunar_exp``: Hydra's app, then the list of failed sweep jobs, if any."""
+    try:
+        main()
+    finally:
+        summarize_failed_jobs()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

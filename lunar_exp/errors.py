@@ -45,7 +45,12 @@ class JobFailed(Exception):
     """One multirun job failed; Hydra records it and goes on with the other jobs."""
 
 
-def report_failure(err: Exception, multirun: bool) -> None:
+# (run dir, reason) of the jobs of this process's multirun that failed, for the end-of-sweep
+# summary; jobs that run in other processes (SLURM, submitit local) report in their own logs.
+FAILED_JOBS: list[tuple[str, str]] = []
+
+
+def report_failure(err: Exception, multirun: bool, run_dir: str = "") -> None:
     """Report a run that raised ``err``; returns only when the caller should re-raise it.
 
     Bad input prints one line, ``lunar_exp: error: <problem>. Fix: <fix>``, and exits 2. In a
@@ -60,6 +65,19 @@ def report_failure(err: Exception, multirun: bool) -> None:
     if multirun:
         message = user_error_message(err) if user else f"{type(err).__name__}: {err}"
         log.error("Job failed: %s", message, exc_info=None if user else err)
+        FAILED_JOBS.append((run_dir, message))
         raise JobFailed(message) from (None if user else err)
     if user:
         sys.exit(2)
+
+
+def summarize_failed_jobs() -> None:
+    """At the end of a sweep, name every failed job and its reason (Hydra re-raises the first)."""
+    if not FAILED_JOBS:
+        return
+    lines = [
+        f"lunar_exp: {len(FAILED_JOBS)} sweep job(s) failed (no metrics.json; details in each "
+        "job's lunar_exp.log; rerun the sweep to retry only these):"
+    ]
+    lines += [f"  {run_dir}: {reason}" for run_dir, reason in FAILED_JOBS]
+    print("\n".join(lines), file=sys.stderr)

@@ -27,6 +27,12 @@ def check_layers(model: PreTrainedModel, layers: Sequence[int], need_next: bool 
     count = len(decoder_layers(model))
     top = count - 2 if need_next else count - 1
     bad = [layer for layer in layers if not 0 <= layer <= top]
+    if bad and top < 0:
+        raise ValueError(
+            f"Layer index {bad} is out of range: a {count}-layer model has no layer to edit "
+            "(the unlearning vector is read at the next block's input). Fix: use a model with "
+            "at least 2 layers."
+        )
     if bad:
         raise ValueError(
             f"Layer index {bad} is out of range for a {count}-layer model. "

@@ -131,10 +131,10 @@ def test_writer_killed_mid_write_leaves_no_entry_and_its_leftovers_are_removed(t
 
 
 def test_a_failing_sweep_job_leaves_the_other_jobs_complete(tmp_path):
-    # Job 0 asks for LUNAR's layer 2 on a 2-layer model (bad input found at run time); job 1 is
-    # fine. Each job gets its own dir (both have the same method, model and seed).
-    args = ["-m", "+exp=smoke", "model.num_layers=2,4", "hydra.sweep.subdir=job${hydra.job.num}"]
-    result = run_cli(args, tmp_path)
+    # Jobs 0 and 2 ask for LUNAR's layer 2 on a 2- and a 1-layer model (bad input found at run
+    # time); job 1 is fine. Each job gets its own dir (same method, model and seed).
+    sweep_args = ["model.num_layers=2,4,1", "hydra.sweep.subdir=job${hydra.job.num}"]
+    result = run_cli(["-m", "+exp=smoke", *sweep_args], tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "lunar_exp: error: Layer index [2] is out of range for a 2-layer" in result.stderr
     (sweep,) = (tmp_path / "out" / "multirun").iterdir()
@@ -144,6 +144,11 @@ def test_a_failing_sweep_job_leaves_the_other_jobs_complete(tmp_path):
     assert "Job failed: Layer index [2]" in (failed / "lunar_exp.log").read_text()
     metrics = json.loads((done / "metrics.json").read_text())
     assert metrics["finetune/cached"] is False and "deviation_score" in metrics
+    # Hydra re-raises only the first failure; the summary at the end names both.
+    summary = result.stderr[result.stderr.index("lunar_exp: 2 sweep job(s) failed") :]
+    assert f"  {sweep / 'job0'}: Layer index [2] is out of range for a 2-layer" in summary
+    assert f"  {sweep / 'job2'}: Layer index [2] is out of range: a 1-layer model has" in summary
+    assert str(sweep / "job1") not in summary
 
 
 def test_report_failure_exits_2_on_bad_input_and_fails_only_the_job_in_a_multirun(capsys):
