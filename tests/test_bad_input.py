@@ -70,6 +70,12 @@ CASES = [
     ("negative layer", ["method.layers=[-1]"], 2, ["[-1] is out of range", "Fix"]),
     ("rmu layer out of range", ["method=rmu", "method.layer=40"], 2, ["[40] is out of range"]),
     (
+        "auto layers without candidates",
+        ["method.layers=auto", "model.num_layers=2"],
+        2,
+        ["method.layers=auto has no candidate layer in a 2-layer model", "Fix"],
+    ),
+    (
         "coefficient not a number",
         ["method.coeffs=[abc]"],
         2,

@@ -153,8 +153,20 @@ class LUNAR:
         """Fail before any expensive stage when the layers do not fit ``chat.model``."""
         if self.layers != "auto":
             check_layers(chat.model, [int(layer) for layer in self.layers])
-        elif self.sweep_layers is not None:
-            check_layers(chat.model, list(self.sweep_layers))
+        else:
+            check_layers(chat.model, self._sweep_candidates(chat))
+
+    def _sweep_candidates(self, chat: ChatModel) -> list[int]:
+        """The layers ``layers=auto`` chooses from: ``sweep_layers``, else the second half."""
+        count = len(decoder_layers(chat.model))
+        candidates = list(self.sweep_layers or range(count // 2, count - 1))
+        if not candidates:
+            raise ValueError(
+                f"method.layers=auto has no candidate layer in a {count}-layer model (it sweeps "
+                "the second half of the blocks, below the last). Fix: set method.layers=[0] or "
+                "method.sweep_layers=[...] explicitly."
+            )
+        return candidates
 
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Compute unlearning vectors, choose layers, solve and write back the edits."""
@@ -215,8 +227,7 @@ class LUNAR:
             layers = sorted(int(layer) for layer in self.layers)
             check_layers(chat.model, layers)
             return layers, None
-        count = len(decoder_layers(chat.model))
-        candidates = list(self.sweep_layers or range(count // 2, count - 1))
+        candidates = self._sweep_candidates(chat)
         check_layers(chat.model, candidates)
         vectors = self._vectors(chat, data, candidates)
         probe_f, probe_r = data.forget[: self.sweep_probe], data.retain[: self.sweep_probe]
