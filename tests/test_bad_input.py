@@ -69,6 +69,13 @@ CASES = [
     ("layer out of range", ["method.layers=[99]"], 2, ["[99] is out of range", "Fix"]),
     ("negative layer", ["method.layers=[-1]"], 2, ["[-1] is out of range", "Fix"]),
     ("rmu layer out of range", ["method=rmu", "method.layer=40"], 2, ["[40] is out of range"]),
+    ("repeated layer", ["method.layers=[1,1]"], 2, ["repeats a layer", "Fix"]),
+    (
+        "LUNAR setting out of range",
+        ["method.activation_batch_size=0"],
+        2,
+        ["method.activation_batch_size=0 is out of range", "Fix"],
+    ),
     (
         "auto layers without candidates",
         ["method.layers=auto", "model.num_layers=2"],

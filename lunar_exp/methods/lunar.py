@@ -122,6 +122,8 @@ class LUNAR:
             )
         if layers != "auto" and (isinstance(layers, str) or not list(layers)):
             raise ValueError(f"method.layers={layers!r}: give a list of layer indices or auto.")
+        if layers != "auto":
+            _check_layer_list(list(layers))
         self.layers = layers
         self.coeffs = [coeffs] if isinstance(coeffs, int | float) else list(coeffs)
         require_numbers("method", **{f"coeffs[{i}]": c for i, c in enumerate(self.coeffs)})
@@ -148,6 +150,24 @@ class LUNAR:
         self.sweep_retain_weight = sweep_retain_weight
         self.sweep_probe = sweep_probe
         self.mode = mode
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Every numeric setting is a number in its range (checked before any model is loaded)."""
+        positive = {
+            "shifted_weight": self.shifted_weight,
+            **{k: v for k, v in self.adamw.items() if k in ("lr", "epochs", "batch_size")},
+            "activation_batch_size": self.activation_batch_size,
+            "sweep_top_k": self.sweep_top_k,
+            "sweep_probe": self.sweep_probe,
+        }
+        others = {"ridge": self.ridge, "gamma": self.adamw["gamma"]}
+        require_numbers("method", **positive, **others, weight_decay=self.adamw["weight_decay"])
+        bad = [(name, value, "> 0") for name, value in positive.items() if value <= 0]
+        bad += [(name, value, ">= 0") for name, value in others.items() if value < 0]
+        if bad:
+            name, value, rule = bad[0]
+            raise ValueError(f"method.{name}={value} is out of range. Fix: use a value {rule}.")
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers do not fit ``chat.model``."""
@@ -349,6 +369,18 @@ def redirection(deltas: dict[int, torch.Tensor]):
         return redirect_down_proj(chat.model, stored)
 
     return control
+
+
+def _check_layer_list(layers: list) -> None:
+    """Layer indices are integers, each listed once."""
+    wrong = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, int)]
+    if wrong:
+        raise ValueError(
+            f"method.layers={layers}: {wrong[0]!r} is not a layer index. Fix: give integers, "
+            "e.g. method.layers=[24], or method.layers=auto."
+        )
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"method.layers={layers} repeats a layer. Fix: list each once.")
 
 
 def _implied_v(delta: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,27 @@ def test_layer_out_of_range_is_a_clear_error(tiny_chat, toy_data, layers):
         LUNAR(layers=layers).unlearn(tiny_chat, toy_data)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"layers": [1, 1]}, r"method.layers=\[1, 1\] repeats a layer"),
+        ({"layers": ["abc"]}, r"'abc' is not a layer index. Fix: give integers"),
+        ({"activation_batch_size": 0}, r"method.activation_batch_size=0 is out of range.*> 0"),
+        ({"ridge": -1.0}, r"method.ridge=-1.0 is out of range. Fix: use a value >= 0"),
+        ({"shifted_weight": 0.0}, r"method.shifted_weight=0.0 is out of range"),
+        ({"epochs": 0}, r"method.epochs=0 is out of range"),
+        ({"sweep_probe": "ten"}, r"method.sweep_probe='ten' is not a number"),
+    ],
+)
+def test_bad_settings_fail_when_the_method_is_built(settings, message):
+    with pytest.raises(ValueError, match=message):
+        LUNAR(**settings)
+
+
+def test_settings_at_their_bounds_are_accepted():
+    LUNAR(layers=[2, 1], ridge=0.0, gamma=0.0, weight_decay=0.0, activation_batch_size=1)
+
+
 def test_hooks_are_removed_when_the_forward_pass_fails(tiny_chat):
     shift = torch.zeros(tiny_chat.model.config.hidden_size)
     with pytest.raises(RuntimeError), add_to_block_outputs(tiny_chat.model, {0: shift}):
