@@ -41,6 +41,30 @@ def require_numbers(prefix: str, **values: object) -> None:
             )
 
 
+def require_ranges(
+    prefix: str,
+    positive: dict[str, object] | None = None,
+    non_negative: dict[str, object] | None = None,
+) -> None:
+    """Raise ValueError naming the first setting that is not a number > 0 / >= 0 respectively."""
+    positive, non_negative = positive or {}, non_negative or {}
+    require_numbers(prefix, **positive, **non_negative)
+    bad = [(name, value, "> 0") for name, value in positive.items() if value <= 0]
+    bad += [(name, value, ">= 0") for name, value in non_negative.items() if value < 0]
+    if bad:
+        name, value, rule = bad[0]
+        raise ValueError(f"{prefix}.{name}={value} is out of range. Fix: use a value {rule}.")
+
+
+def require_index(prefix: str, name: str, value: object) -> None:
+    """Raise ValueError unless ``value`` is an integer (a layer index, a count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{prefix}.{name}={value!r} is not an integer. Fix: give a whole number, e.g. "
+            f"{prefix}.{name}=7."
+        )
+
+
 class JobFailed(Exception):
     """One multirun job failed; Hydra records it and goes on with the other jobs."""
 

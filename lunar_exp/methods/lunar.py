@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from lunar_exp.errors import require_numbers
+from lunar_exp.errors import require_numbers, require_ranges
 from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
@@ -161,13 +161,9 @@ class LUNAR:
             "sweep_top_k": self.sweep_top_k,
             "sweep_probe": self.sweep_probe,
         }
-        others = {"ridge": self.ridge, "gamma": self.adamw["gamma"]}
-        require_numbers("method", **positive, **others, weight_decay=self.adamw["weight_decay"])
-        bad = [(name, value, "> 0") for name, value in positive.items() if value <= 0]
-        bad += [(name, value, ">= 0") for name, value in others.items() if value < 0]
-        if bad:
-            name, value, rule = bad[0]
-            raise ValueError(f"method.{name}={value} is out of range. Fix: use a value {rule}.")
+        non_negative = {"ridge": self.ridge, "gamma": self.adamw["gamma"]}
+        require_numbers("method", weight_decay=self.adamw["weight_decay"])
+        require_ranges("method", positive, non_negative)
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers do not fit ``chat.model``."""

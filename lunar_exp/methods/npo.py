@@ -8,6 +8,7 @@ frozen deep copy, without holding a second model in memory).
 
 from __future__ import annotations
 
+from lunar_exp.errors import require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     _pad,
@@ -53,6 +54,7 @@ class NPO:
         bf16: bool = False,
         seed: int = 0,
     ) -> None:
+        require_ranges("method", {"beta": beta}, {"gamma": gamma, "alpha": alpha})
         self.beta, self.gamma, self.alpha = beta, gamma, alpha
         self.loop = loop_settings(
             lr, epochs, batch_size, grad_accum, weight_decay, seed, gradient_checkpointing, bf16

@@ -12,6 +12,7 @@ import copy
 
 import torch
 
+from lunar_exp.errors import require_index, require_numbers, require_ranges
 from lunar_exp.hooks import capture_block_outputs, check_layers
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import forward_until
@@ -56,6 +57,9 @@ class RMU:
         bf16: bool = False,
         seed: int = 0,
     ) -> None:
+        require_index("method", "layer", layer)
+        require_numbers("method", steering_coeff=steering_coeff)
+        require_ranges("method", non_negative={"gamma": gamma, "alpha": alpha})
         self.layer, self.steering_coeff = layer, steering_coeff
         self.gamma, self.alpha, self.seed = gamma, alpha, seed
         self.loop = loop_settings(

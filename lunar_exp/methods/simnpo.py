@@ -5,6 +5,7 @@ Reference implementation: locuslab/open-unlearning @ d3d7cf9, ``src/trainer/unle
 
 from __future__ import annotations
 
+from lunar_exp.errors import require_numbers, require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     _pad,
@@ -51,6 +52,8 @@ class SimNPO:
         bf16: bool = False,
         seed: int = 0,
     ) -> None:
+        require_ranges("method", {"beta": beta}, {"gamma": gamma, "alpha": alpha})
+        require_numbers("method", delta=delta)
         self.beta, self.delta, self.gamma, self.alpha = beta, delta, gamma, alpha
         self.loop = loop_settings(
             lr, epochs, batch_size, grad_accum, weight_decay, seed, gradient_checkpointing, bf16

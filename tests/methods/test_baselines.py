@@ -88,6 +88,26 @@ def test_bad_training_settings_are_clear_errors():
         select_params(tiny_llama().model, "nothing_matches_this")
 
 
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: NPO(beta=0.0), r"method.beta=0.0 is out of range. Fix: use a value > 0"),
+        (lambda: SimNPO(beta=0.0), r"method.beta=0.0 is out of range"),
+        (lambda: IdkDPO(beta=-1.0), r"method.beta=-1.0 is out of range"),
+        (lambda: NPO(alpha=-0.5), r"method.alpha=-0.5 is out of range. Fix: use a value >= 0"),
+        (lambda: GradDiff(gamma="x"), r"method.gamma='x' is not a number"),
+        (lambda: SimNPO(delta="x"), r"method.delta='x' is not a number"),
+        (lambda: RMU(layer=2.5), r"method.layer=2.5 is not an integer"),
+        (lambda: RMU(steering_coeff="big"), r"method.steering_coeff='big' is not a number"),
+    ],
+)
+def test_bad_loss_settings_fail_when_the_method_is_built(build, message):
+    # beta = 0 divided by zero in NPO's and SimNPO's losses after fine-tuning; a negative beta
+    # silently turned IdkDPO's preference around.
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
 def test_rmu_reports_only_the_parameters_its_loss_reaches(tiny_chat, toy_data):
     # Every parameter may train (trainable_params=None), but the loss reads block 1's output:
     # blocks 2 and 3, the final norm and the LM head get no gradient and must not change or count.
