@@ -16,6 +16,8 @@ from lunar_exp.attacks._common import AttackTarget, linear_weights, model_copy, 
 from lunar_exp.interfaces import EvalResult
 
 _BITS = ("int8", "int4", "nf4")
+# Block sizes bitsandbytes' 4-bit quantizer accepts.
+NF4_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 class Quantize:
@@ -44,6 +46,11 @@ class Quantize:
     ) -> None:
         if weights not in _BITS:
             raise ValueError(f"attack quantize weights={weights!r}: use int8, int4 or nf4.")
+        if weights == "nf4" and blocksize not in NF4_BLOCKSIZES:
+            raise ValueError(
+                f"attack quantize blocksize={blocksize!r} is not an NF4 block size. Fix: use one "
+                f"of {list(NF4_BLOCKSIZES)} (bitsandbytes' choices; 64 is its default)."
+            )
         self.weights = weights
         self.blocksize = blocksize
         self.exclude = ["lm_head"] if exclude is None else list(exclude)

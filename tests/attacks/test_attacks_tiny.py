@@ -6,6 +6,7 @@ from hydra.utils import instantiate
 
 from lunar_exp.attacks._common import AttackTarget
 from lunar_exp.attacks.grid_quantize import round_to_q4_1
+from lunar_exp.attacks.quantize import Quantize
 from lunar_exp.attacks.reverse_direction import _compare_to_saved
 from lunar_exp.attacks.runner import run_attacks
 from lunar_exp.hooks import count_hooks
@@ -182,3 +183,11 @@ def test_attack_layer_out_of_range_is_a_clear_error(tiny_chat, toy_data):
     attack = attacks_from_config(["layer_skip"], ["attack.layer_skip.layers=[7]"])["layer_skip"]
     with pytest.raises(ValueError, match=r"out of range for a 4-layer model. Fix: set attack"):
         attack.check(tiny_chat, toy_data)
+
+
+@pytest.mark.parametrize("blocksize", [0, 48, 8192])
+def test_nf4_block_size_is_checked_before_the_run(blocksize):
+    # bitsandbytes raised "invalid blocksize" only after unlearning, at attack time.
+    with pytest.raises(ValueError, match=f"blocksize={blocksize} is not an NF4 block size. Fix"):
+        Quantize(weights="nf4", blocksize=blocksize)
+    Quantize(weights="int8", blocksize=blocksize)  # quanto's int8/int4 do not use it
