@@ -65,6 +65,16 @@ def require_index(prefix: str, name: str, value: object) -> None:
         )
 
 
+def require_counts(prefix: str, at_least: int, **values: object) -> None:
+    """Raise ValueError naming the first value that is not an integer >= ``at_least``."""
+    for name, value in values.items():
+        require_index(prefix, name, value)
+        if value < at_least:
+            raise ValueError(
+                f"{prefix}.{name}={value} is out of range. Fix: use a value >= {at_least}."
+            )
+
+
 class JobFailed(Exception):
     """One multirun job failed; Hydra records it and goes on with the other jobs."""
 

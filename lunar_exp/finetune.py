@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lunar_exp import cache
+from lunar_exp.errors import require_counts, require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.training import supervised_finetune
@@ -58,6 +59,9 @@ class FineTune:
         seed: int = 0,
         cache_dir: str = ".cache",
     ) -> None:
+        require_ranges("finetune", {"lr": lr}, {"weight_decay": weight_decay})
+        if enabled:
+            require_counts("finetune", 1, epochs=epochs, batch_size=batch_size)
         self.enabled = enabled
         self.hparams = {
             "lr": lr,

@@ -61,6 +61,11 @@ def run(cfg: DictConfig) -> dict[str, object]:
         isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
     ):
         raise ValueError(f"threads={cfg.threads!r} is not an integer. Fix: e.g. threads=1.")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(
+            f"threads={cfg.threads} is out of range. Fix: use threads >= 1, or threads=null "
+            "for torch's default."
+        )
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))

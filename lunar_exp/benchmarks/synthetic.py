@@ -7,6 +7,7 @@ import random
 from lunar_exp.benchmarks import knowledge_graph as kg
 from lunar_exp.benchmarks.qa_eval import evaluate_qa
 from lunar_exp.benchmarks.splits import split_by_edges
+from lunar_exp.errors import require_counts, require_index
 from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 
 
@@ -38,6 +39,15 @@ class SyntheticBenchmark:
         max_new_tokens: int = 32,
         eval_batch_size: int = 16,
     ) -> None:
+        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
+        require_counts(
+            "benchmark",
+            1,
+            facts_per_entity=facts_per_entity,
+            max_new_tokens=max_new_tokens,
+            eval_batch_size=eval_batch_size,
+        )
+        require_index("benchmark", "n_entities", n_entities)
         if n_entities < 2:
             raise ValueError(f"n_entities={n_entities}: need at least 2 (one forget, one retain).")
         self.seed = seed

@@ -1,4 +1,5 @@
 import random
+import re
 
 import pytest
 
@@ -62,3 +63,17 @@ def test_everything_forgotten_is_an_error():
     edges = [f"person_{i:02d}" for i in range(3)]
     with pytest.raises(ValueError, match="retain set is empty"):
         SyntheticBenchmark(n_entities=3, forget_edges=edges).load()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"facts_per_entity": "abc"}, "benchmark.facts_per_entity='abc' is not an integer. Fix"),
+        ({"n_entities": 1.5}, "benchmark.n_entities=1.5 is not an integer"),
+        ({"n_reference": -1}, "benchmark.n_reference=-1 is out of range. Fix: use a value >= 0"),
+        ({"eval_batch_size": 0}, "benchmark.eval_batch_size=0 is out of range"),
+    ],
+)
+def test_bad_settings_name_the_setting(settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SyntheticBenchmark(**settings)
