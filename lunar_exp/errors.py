@@ -66,13 +66,25 @@ def require_index(prefix: str, name: str, value: object) -> None:
 
 
 def require_counts(prefix: str, at_least: int, **values: object) -> None:
-    """Raise ValueError naming the first value that is not an integer >= ``at_least``."""
+    """Raise ValueError naming the first value that is not an integer >= ``at_least``.
+
+    None passes: it means "no limit" for the optional counts of the benchmarks.
+    """
     for name, value in values.items():
+        if value is None:
+            continue
         require_index(prefix, name, value)
         if value < at_least:
             raise ValueError(
                 f"{prefix}.{name}={value} is out of range. Fix: use a value >= {at_least}."
             )
+
+
+def require_fraction(prefix: str, name: str, value: object) -> None:
+    """Raise ValueError unless ``value`` is a number in (0, 1]."""
+    require_numbers(prefix, **{name: value})
+    if not 0 < value <= 1:
+        raise ValueError(f"{prefix}.{name}={value} is out of range. Fix: use a value in (0, 1].")
 
 
 class JobFailed(Exception):

@@ -35,6 +35,7 @@ from lunar_exp.benchmarks.muse_sets import (
     limit_sets,
     read_eval_sets,
 )
+from lunar_exp.errors import require_counts, require_fraction
 from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score
@@ -131,6 +132,28 @@ class MUSEBenchmark:
         eval_batch_size: int = 8,
         seed: int = 0,
     ) -> None:
+        require_counts(  # a limit of 0 empties its set: load() says which set is empty
+            "benchmark",
+            0,
+            forget_docs=forget_docs,
+            retain_docs=retain_docs,
+            knowmem_limit=knowmem_limit,
+            verbmem_limit=verbmem_limit,
+            privleak_limit=privleak_limit,
+        )
+        require_counts(
+            "benchmark",
+            1,
+            chunk_words=chunk_words,
+            prompt_words=prompt_words,
+            verbmem_prompt_words=verbmem_prompt_words,
+            privleak_max_words=privleak_max_words,
+            knowmem_max_new_tokens=knowmem_max_new_tokens,
+            verbmem_max_new_tokens=verbmem_max_new_tokens,
+            eval_batch_size=eval_batch_size,
+        )
+        require_counts("benchmark", 0, n_reference=n_reference)
+        require_fraction("benchmark", "min_k", min_k)
         if isinstance(retain_reference_auc, int | float) and not 0 <= retain_reference_auc <= 1:
             raise ValueError(
                 f"benchmark.retain_reference_auc={retain_reference_auc} is not an AUC. Fix: give "

@@ -9,6 +9,7 @@ from pathlib import Path
 from lunar_exp.benchmarks import knowledge_graph as kg
 from lunar_exp.benchmarks.qa_eval import evaluate_qa
 from lunar_exp.benchmarks.splits import split_by_edges
+from lunar_exp.errors import require_counts
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 
 REQUIRED_KEYS = ("question", "answer", "edge")
@@ -85,6 +86,14 @@ class QAJsonBenchmark:
         eval_batch_size: int = 16,
         seed: int = 0,
     ) -> None:
+        require_counts(
+            "benchmark",
+            1,
+            retain_eval_limit=retain_eval_limit,
+            max_new_tokens=max_new_tokens,
+            eval_batch_size=eval_batch_size,
+        )
+        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
         self.path = Path(path)
         self.forget_edges = list(forget_edges)
         self.abstain_path = abstain_path

@@ -23,6 +23,7 @@ from lunar_exp.benchmarks.tofu_data import (
     first_authors,
     to_items,
 )
+from lunar_exp.errors import require_counts, require_fraction
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import mia_auc, privleak
@@ -78,6 +79,19 @@ class TofuBenchmark:
         hub_id: str = "locuslab/TOFU",
         seed: int = 0,
     ) -> None:
+        require_counts(
+            "benchmark",
+            1,
+            forget_authors=forget_authors,
+            retain_authors=retain_authors,
+            retain_eval_limit=retain_eval_limit,
+            known_facts_limit=known_facts_limit,
+            holdout_limit=holdout_limit,
+            max_new_tokens=max_new_tokens,
+            eval_batch_size=eval_batch_size,
+        )
+        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
+        require_fraction("benchmark", "min_k", min_k)
         if split not in SPLITS:
             raise ValueError(
                 f"benchmark.split={split!r} is not a TOFU forget split. "

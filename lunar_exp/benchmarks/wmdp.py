@@ -17,6 +17,7 @@ from lunar_exp.benchmarks import knowledge_graph as kg
 from lunar_exp.benchmarks.corpora import chunk_items, is_hub_spec, read_documents
 from lunar_exp.benchmarks.lm_eval_mcq import LMEvalMCQ
 from lunar_exp.benchmarks.qa_json import read_qa_file
+from lunar_exp.errors import require_counts
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 
 
@@ -70,6 +71,18 @@ class WMDPBenchmark:
         cache_dir: str = ".cache",
         seed: int = 0,
     ) -> None:
+        require_counts(
+            "benchmark",
+            1,
+            limit=limit,
+            eval_batch_size=eval_batch_size,
+            n_forget=n_forget,
+            n_retain=n_retain,
+            chunk_words=chunk_words,
+            prompt_words=prompt_words,
+            max_documents=max_documents,
+        )
+        require_counts("benchmark", 0, n_reference=n_reference)
         if forget_corpus == retain_corpus:
             raise ValueError(
                 f"benchmark.forget_corpus and retain_corpus are both {forget_corpus!r}. "
