@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, linear_weights, model_copy, relative_change
+from lunar_exp.errors import require_counts
 from lunar_exp.interfaces import EvalResult
 
 
@@ -38,6 +39,7 @@ class GridQuantizeQ41:
     """
 
     def __init__(self, group_size: int = 32) -> None:
+        require_counts("attack.quantize_q4_1_grid", 1, group_size=group_size)
         self.group_size = group_size
 
     def check(self, chat, data) -> None:

@@ -5,7 +5,7 @@ import torch
 from hydra.utils import instantiate
 
 from lunar_exp.attacks._common import AttackTarget
-from lunar_exp.attacks.grid_quantize import round_to_q4_1
+from lunar_exp.attacks.grid_quantize import GridQuantizeQ41, round_to_q4_1
 from lunar_exp.attacks.quantize import Quantize
 from lunar_exp.attacks.reverse_direction import _compare_to_saved
 from lunar_exp.attacks.runner import run_attacks
@@ -191,3 +191,10 @@ def test_nf4_block_size_is_checked_before_the_run(blocksize):
     with pytest.raises(ValueError, match=f"blocksize={blocksize} is not an NF4 block size. Fix"):
         Quantize(weights="nf4", blocksize=blocksize)
     Quantize(weights="int8", blocksize=blocksize)  # quanto's int8/int4 do not use it
+
+
+def test_q4_1_group_size_must_be_a_positive_integer():
+    # group_size=0 divided by zero in the check against the model's row lengths.
+    for bad in (0, "abc"):
+        with pytest.raises(ValueError, match=r"attack.quantize_q4_1_grid.group_size="):
+            GridQuantizeQ41(group_size=bad)
