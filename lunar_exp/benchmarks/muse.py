@@ -140,6 +140,7 @@ class MUSEBenchmark:
             knowmem_limit=knowmem_limit,
             verbmem_limit=verbmem_limit,
             privleak_limit=privleak_limit,
+            n_reference=n_reference,
         )
         require_counts(
             "benchmark",
@@ -152,7 +153,6 @@ class MUSEBenchmark:
             verbmem_max_new_tokens=verbmem_max_new_tokens,
             eval_batch_size=eval_batch_size,
         )
-        require_counts("benchmark", 0, n_reference=n_reference)
         require_fraction("benchmark", "min_k", min_k)
         if isinstance(retain_reference_auc, int | float) and not 0 <= retain_reference_auc <= 1:
             raise ValueError(

@@ -120,10 +120,8 @@ class LUNAR:
             raise ValueError(
                 f"method.perturb_positions={perturb_positions!r}: use after_prefix, all or last."
             )
-        if layers != "auto" and (isinstance(layers, str) or not list(layers)):
-            raise ValueError(f"method.layers={layers!r}: give a list of layer indices or auto.")
         if layers != "auto":
-            _check_layer_list(list(layers))
+            _check_layer_list(layers)
         self.layers = layers
         self.coeffs = [coeffs] if isinstance(coeffs, int | float) else list(coeffs)
         require_numbers("method", **{f"coeffs[{i}]": c for i, c in enumerate(self.coeffs)})
@@ -156,7 +154,9 @@ class LUNAR:
         """Every numeric setting is a number in its range (checked before any model is loaded)."""
         positive = {
             "shifted_weight": self.shifted_weight,
-            **{k: v for k, v in self.adamw.items() if k in ("lr", "epochs", "batch_size")},
+            "lr": self.adamw["lr"],
+            "epochs": self.adamw["epochs"],
+            "batch_size": self.adamw["batch_size"],
             "activation_batch_size": self.activation_batch_size,
             "sweep_top_k": self.sweep_top_k,
             "sweep_probe": self.sweep_probe,
@@ -367,8 +367,11 @@ def redirection(deltas: dict[int, torch.Tensor]):
     return control
 
 
-def _check_layer_list(layers: list) -> None:
-    """Layer indices are integers, each listed once."""
+def _check_layer_list(layers: object) -> None:
+    """A non-empty list of integer layer indices, each listed once."""
+    if isinstance(layers, str) or not list(layers):
+        raise ValueError(f"method.layers={layers!r}: give a list of layer indices or auto.")
+    layers = list(layers)
     wrong = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, int)]
     if wrong:
         raise ValueError(
