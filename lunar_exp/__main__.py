@@ -5,8 +5,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lunar_exp import variant
-from lunar_exp.errors import report_failure, summarize_failed_jobs
+from lunar_exp.bookkeeping import variant
+from lunar_exp.bookkeeping.errors import report_failure, summarize_failed_jobs
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

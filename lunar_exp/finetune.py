@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from lunar_exp import cache
-from lunar_exp.errors import require_counts, require_ranges
+from lunar_exp.bookkeeping import cache
+from lunar_exp.bookkeeping.errors import require_counts, require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.training import supervised_finetune

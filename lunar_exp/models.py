@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from lunar_exp import cache
+from lunar_exp.bookkeeping import cache
 from lunar_exp.interfaces import ChatModel
 
 log = logging.getLogger(__name__)

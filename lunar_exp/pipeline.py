@@ -18,15 +18,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import cache, outputs, resume, retain_reference, sequential
+from lunar_exp import retain_reference, sequential
 from lunar_exp.attacks._common import AttackTarget, no_control
 from lunar_exp.attacks.runner import check_attacks, run_attacks
+from lunar_exp.bookkeeping import cache, outputs, resume
+from lunar_exp.bookkeeping.loggers import logging_run
+from lunar_exp.bookkeeping.offline import check_hub_access
 from lunar_exp.data_checks import check_unlearn_data
 from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData, UnlearnOutcome
-from lunar_exp.loggers import logging_run
 from lunar_exp.methods import build_method
 from lunar_exp.metrics.primitives import batch_token_budget
-from lunar_exp.offline import check_hub_access
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import cache, outputs
+from lunar_exp.bookkeeping import cache, outputs
 from lunar_exp.interfaces import UnlearnData
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from lunar_exp.benchmarks import knowledge_graph as kg
+from lunar_exp.benchmarks.common import knowledge_graph as kg
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lunar_exp.loggers import log_train_step
+from lunar_exp.bookkeeping.loggers import log_train_step
 from lunar_exp.metrics.primitives import pair_batch, token_nll
 
 Pair = tuple[Sequence[int], Sequence[int]]

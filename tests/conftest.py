@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from lunar_exp.benchmarks.synthetic import SyntheticBenchmark
+from lunar_exp.benchmarks.qa.synthetic import SyntheticBenchmark
 from lunar_exp.models import tiny_llama
 from lunar_exp.prompts import encode_pairs
 from lunar_exp.training import supervised_finetune

@@ -1,6 +1,6 @@
 import pytest
 
-from lunar_exp import cache
+from lunar_exp.bookkeeping import cache
 
 
 def test_entry_roundtrip_and_key_stability(tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lunar_exp import cache
-from lunar_exp.errors import JobFailed, report_failure
+from lunar_exp.bookkeeping import cache
+from lunar_exp.bookkeeping.errors import JobFailed, report_failure
 from tests.conftest import ROOT, run_cli
 
 SMOKE_RUN = Path("out") / "toy" / "tiny" / "lunar" / "seed0"
@@ -114,7 +114,7 @@ def test_writer_killed_mid_write_leaves_no_entry_and_its_leftovers_are_removed(t
     child = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from lunar_exp import cache\n"
+        "from lunar_exp.bookkeeping import cache\n"
         "def fill(tmp):\n"
         "    (tmp / 'model.safetensors').write_bytes(b'partial')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

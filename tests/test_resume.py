@@ -1,8 +1,8 @@
-"""Resumable sweeps (lunar_exp/resume.py): finished multirun jobs of the same config are skipped."""
+"""Resumable sweeps (bookkeeping/resume.py): finished jobs of the same config are skipped."""
 
 import json
 
-from lunar_exp import resume
+from lunar_exp.bookkeeping import resume
 from tests.conftest import compose_config, run_cli
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from lunar_exp.bookkeeping.variant import variant_name
 from lunar_exp.table.__main__ import main
 from lunar_exp.table.runs import find_run_dirs, read_run_dir
-from lunar_exp.variant import variant_name
 from tests.conftest import run_cli
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lunar_exp import loggers, wandb_support
+from lunar_exp.bookkeeping import loggers, wandb_support
 from tests.conftest import run_cli
 
 SECRET = "secret-xyz"

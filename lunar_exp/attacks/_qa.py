@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
-from lunar_exp.benchmarks.qa_eval import evaluate_qa
+from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
 from lunar_exp.interfaces import QA, Benchmark, ChatModel, EvalResult
 from lunar_exp.metrics.primitives import answer_nll, padding_id
 from lunar_exp.prompts import encode_item_pairs

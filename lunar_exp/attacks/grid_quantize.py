@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, linear_weights, model_copy, relative_change
-from lunar_exp.errors import require_counts
+from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import EvalResult
 
 

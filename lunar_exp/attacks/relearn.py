@@ -10,7 +10,7 @@ import math
 
 from lunar_exp.attacks._common import AttackTarget, model_copy
 from lunar_exp.attacks._qa import mean_answer_nll, score_qa
-from lunar_exp.errors import require_numbers
+from lunar_exp.bookkeeping.errors import require_numbers
 from lunar_exp.interfaces import EvalResult, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, check_attack_layers, edited_layers
-from lunar_exp.errors import require_numbers
+from lunar_exp.bookkeeping.errors import require_numbers
 from lunar_exp.hooks import add_to_block_outputs
 from lunar_exp.interfaces import EvalResult
 from lunar_exp.methods._activations import mean_last_token_outputs

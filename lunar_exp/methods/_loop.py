@@ -16,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lunar_exp.errors import require_numbers
+from lunar_exp.bookkeeping.errors import require_numbers
+from lunar_exp.bookkeeping.loggers import log_train_step
 from lunar_exp.interfaces import QA, ChatModel
-from lunar_exp.loggers import log_train_step
 from lunar_exp.metrics.primitives import padding_id, pair_batch, token_nll
 from lunar_exp.prompts import encode_item_pairs
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from lunar_exp.loggers import log_train_step
+from lunar_exp.bookkeeping.loggers import log_train_step
 
 
 @dataclass

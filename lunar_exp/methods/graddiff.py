@@ -5,7 +5,7 @@ Reference implementation: locuslab/open-unlearning @ d3d7cf9, ``src/trainer/unle
 
 from __future__ import annotations
 
-from lunar_exp.errors import require_ranges
+from lunar_exp.bookkeeping.errors import require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     _pad,

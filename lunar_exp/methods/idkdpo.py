@@ -7,7 +7,7 @@ NPO, the frozen reference model's log-probabilities are computed once before tra
 
 from __future__ import annotations
 
-from lunar_exp.errors import require_ranges
+from lunar_exp.bookkeeping.errors import require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     _pad,

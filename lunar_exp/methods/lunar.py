@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from lunar_exp.errors import require_numbers, require_ranges
+from lunar_exp.bookkeeping.errors import require_numbers, require_ranges
 from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (

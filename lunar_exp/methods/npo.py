@@ -8,7 +8,7 @@ frozen deep copy, without holding a second model in memory).
 
 from __future__ import annotations
 
-from lunar_exp.errors import require_ranges
+from lunar_exp.bookkeeping.errors import require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     _pad,

@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from lunar_exp.errors import require_index, require_numbers, require_ranges
+from lunar_exp.bookkeeping.errors import require_index, require_numbers, require_ranges
 from lunar_exp.hooks import capture_block_outputs, check_layers
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import forward_until

@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lunar_exp.variant import variant_name
+from lunar_exp.bookkeeping.variant import variant_name
 
 # What a table row is grouped by; seeds are averaged within a group. ``variant`` holds the
-# overrides that change results beyond the other labels (lunar_exp/variant.py), e.g.
+# overrides that change results beyond the other labels (lunar_exp/bookkeeping/variant.py), e.g.
 # ``method.coeffs=[4.0]``, so runs that differ in a swept setting are never averaged together.
 GROUP_KEYS = ("benchmark", "model", "method", "variant", "attack")
 NO_ATTACK = "none"
@@ -94,7 +94,8 @@ def labels_from(
 ) -> dict[str, str]:
     """Benchmark, model, method and attack from Hydra's group choices, else from ``_target_``.
 
-    ``variant`` is the run's :func:`lunar_exp.variant.variant_name` (``default`` when empty).
+    ``variant`` is the run's :func:`lunar_exp.bookkeeping.variant.variant_name` (``default``
+    when empty).
     """
     labels = {}
     for key in GROUP_KEYS:

@@ -22,8 +22,9 @@ def record_from_wandb(
     Args:
         path: ``entity/project/run_id``.
         state: the run's state (``finished``, ``failed``, ``crashed``, ``running``, ...).
-        config: the run's config, as :class:`lunar_exp.loggers.WandbLogger` logs it (the composed
-            config plus ``hydra_choices`` and ``hydra_variant``, see ``lunar_exp.variant``).
+        config: the run's config, as :class:`lunar_exp.bookkeeping.loggers.WandbLogger` logs it
+            (the composed config plus ``hydra_choices`` and ``hydra_variant``, see
+            ``lunar_exp.bookkeeping.variant``).
         summary: the run's summary (``metrics.json`` keys plus W&B's own ``_``-prefixed ones).
 
     Returns:

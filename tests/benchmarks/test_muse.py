@@ -3,12 +3,13 @@ import json
 import pytest
 from hydra.utils import instantiate
 
-from lunar_exp.benchmarks import muse_data, muse_eval
-from lunar_exp.benchmarks.muse import MUSEBenchmark, MuseEvalSets
-from lunar_exp.benchmarks.muse_data import LOCAL_NAMES, MuseSource, passages
-from lunar_exp.benchmarks.muse_eval import cut_at_stopwords, few_shot_prompt
+from lunar_exp.benchmarks.muse import data as muse_data
+from lunar_exp.benchmarks.muse import evaluation as muse_eval
+from lunar_exp.benchmarks.muse.benchmark import MUSEBenchmark, MuseEvalSets
+from lunar_exp.benchmarks.muse.data import LOCAL_NAMES, MuseSource, passages
+from lunar_exp.benchmarks.muse.evaluation import cut_at_stopwords, few_shot_prompt
+from lunar_exp.bookkeeping.offline import hub_needs
 from lunar_exp.metrics.text import rouge_l_f1
-from lunar_exp.offline import hub_needs
 from tests.conftest import SHARED, compose_config, needs_shared
 
 NEWS = SHARED / "muse" / "news"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from lunar_exp.benchmarks.qa_json import QAJsonBenchmark
+from lunar_exp.benchmarks.qa.qa_json import QAJsonBenchmark
 from tests.conftest import SHARED, needs_shared
 
 

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from lunar_exp.benchmarks.muse import MUSEBenchmark
-from lunar_exp.benchmarks.qa_json import QAJsonBenchmark
-from lunar_exp.benchmarks.tofu import TofuBenchmark
-from lunar_exp.benchmarks.wmdp import WMDPBenchmark
+from lunar_exp.benchmarks.muse.benchmark import MUSEBenchmark
+from lunar_exp.benchmarks.qa.qa_json import QAJsonBenchmark
+from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark
+from lunar_exp.benchmarks.wmdp.benchmark import WMDPBenchmark
 
 
 def qa_json(**settings):

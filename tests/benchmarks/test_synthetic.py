@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from lunar_exp.benchmarks import knowledge_graph as kg
-from lunar_exp.benchmarks.synthetic import SyntheticBenchmark
+from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.qa.synthetic import SyntheticBenchmark
 from lunar_exp.metrics.text import is_refusal, rouge_recall
 
 

@@ -6,9 +6,9 @@ import logging
 import datasets
 import pytest
 
-from lunar_exp.benchmarks import tofu_data
-from lunar_exp.benchmarks.tofu import TofuBenchmark, read_reference
-from lunar_exp.benchmarks.tofu_data import TofuSource, parse_records
+from lunar_exp.benchmarks.tofu import data as tofu_data
+from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_reference
+from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
 from lunar_exp.prompts import render_prompt
 from tests.conftest import SHARED, compose_config, needs_shared, run_cli
 

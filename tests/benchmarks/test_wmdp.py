@@ -6,11 +6,11 @@ import lm_eval
 import pytest
 import yaml
 
-from lunar_exp.benchmarks import lm_eval_mcq
-from lunar_exp.benchmarks.corpora import chunk_items, read_documents
-from lunar_exp.benchmarks.lm_eval_mcq import LMEvalMCQ, summarise
-from lunar_exp.benchmarks.mcq_data import read_questions
-from lunar_exp.benchmarks.wmdp import WMDPBenchmark
+from lunar_exp.benchmarks.common.corpora import chunk_items, read_documents
+from lunar_exp.benchmarks.lm_eval import mcq as lm_eval_mcq
+from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ, summarise
+from lunar_exp.benchmarks.lm_eval.questions import read_questions
+from lunar_exp.benchmarks.wmdp.benchmark import WMDPBenchmark
 from tests.conftest import SHARED, needs_shared, run_cli
 
 NEWS = SHARED / "muse" / "news"

@@ -7,7 +7,7 @@ after unlearning.
 
 from __future__ import annotations
 
-from lunar_exp.benchmarks.lm_eval_mcq import LMEvalMCQ
+from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ
 from lunar_exp.interfaces import ChatModel, EvalResult
 
 

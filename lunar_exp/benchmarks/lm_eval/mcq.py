@@ -2,7 +2,7 @@
 
 ``hub`` mode runs lm-eval's own tasks ``wmdp_bio``/``wmdp_chem``/``wmdp_cyber`` and ``mmlu`` (or
 ``mmlu_<subject>``), which download ``cais/wmdp`` and ``cais/mmlu``. ``local`` mode runs twins of
-those tasks (``lm_eval_tasks/mcq_local.yaml``: the same prompt, choices and metric) on local
+those tasks (``tasks/mcq_local.yaml``: the same prompt, choices and metric) on local
 copies: WMDP's ``<subset>_questions.json`` and MMLU's ``test/<subject>_test.csv``. The questions
 are validated and written once, with absolute paths, into a cache entry lm-eval reads. ``auto``
 picks ``local`` when the local directories exist.
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import yaml
 
-from lunar_exp import cache
-from lunar_exp.benchmarks.mcq_data import read_questions, write_json
+from lunar_exp.benchmarks.lm_eval.questions import read_questions, write_json
+from lunar_exp.bookkeeping import cache
 from lunar_exp.interfaces import ChatModel, EvalResult
 
 WMDP_SUBJECTS = {"bio": "biology", "chem": "chemistry", "cyber": "cybersecurity"}
 MODES = ("auto", "local", "hub")
-TEMPLATE = Path(__file__).with_name("lm_eval_tasks") / "mcq_local.yaml"
+TEMPLATE = Path(__file__).with_name("tasks") / "mcq_local.yaml"
 LETTERS = "ABCD"
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from lunar_exp.benchmarks.corpora import is_hub_spec
+from lunar_exp.benchmarks.common.corpora import is_hub_spec
 from lunar_exp.models import hub_reachable
 
 

@@ -14,16 +14,16 @@ import logging
 import random
 from pathlib import Path
 
-from lunar_exp.benchmarks import knowledge_graph as kg
-from lunar_exp.benchmarks import tofu_eval
-from lunar_exp.benchmarks.tofu_data import (
+from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.tofu import evaluation as tofu_eval
+from lunar_exp.benchmarks.tofu.data import (
     QUESTIONS_PER_AUTHOR,
     SPLITS,
     TofuSource,
     first_authors,
     to_items,
 )
-from lunar_exp.errors import require_counts, require_fraction
+from lunar_exp.bookkeeping.errors import require_counts, require_fraction
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import mia_auc, privleak

@@ -6,10 +6,10 @@ import json
 import random
 from pathlib import Path
 
-from lunar_exp.benchmarks import knowledge_graph as kg
-from lunar_exp.benchmarks.qa_eval import evaluate_qa
-from lunar_exp.benchmarks.splits import split_by_edges
-from lunar_exp.errors import require_counts
+from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
+from lunar_exp.benchmarks.qa.splits import split_by_edges
+from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 
 REQUIRED_KEYS = ("question", "answer", "edge")

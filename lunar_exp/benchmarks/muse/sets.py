@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lunar_exp.benchmarks.muse_data import (
+from lunar_exp.benchmarks.muse.data import (
     DOCUMENT_SEPARATOR,
     MuseSource,
     first_found,

@@ -24,10 +24,10 @@ import json
 import logging
 from pathlib import Path
 
-from lunar_exp.benchmarks import muse_eval
-from lunar_exp.benchmarks.corpora import chunk_items
-from lunar_exp.benchmarks.muse_data import MuseSource, passage_items
-from lunar_exp.benchmarks.muse_sets import (
+from lunar_exp.benchmarks.common.corpora import chunk_items
+from lunar_exp.benchmarks.muse import evaluation as muse_eval
+from lunar_exp.benchmarks.muse.data import MuseSource, passage_items
+from lunar_exp.benchmarks.muse.sets import (
     Limits,
     MuseEvalSets,
     align_sets,
@@ -35,7 +35,7 @@ from lunar_exp.benchmarks.muse_sets import (
     limit_sets,
     read_eval_sets,
 )
-from lunar_exp.errors import require_counts, require_fraction
+from lunar_exp.bookkeeping.errors import require_counts, require_fraction
 from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from statistics import fmean
 
-from lunar_exp.benchmarks.tofu_data import TofuItem
+from lunar_exp.benchmarks.tofu.data import TofuItem
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import min_k_score

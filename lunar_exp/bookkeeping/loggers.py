@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from lunar_exp import wandb_support
+from lunar_exp.bookkeeping import wandb_support
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class WandbLogger:
     """Mirrors a run to Weights & Biases.
 
     It logs the composed config (plus the Hydra group choices under ``hydra_choices`` and the
-    variant, ``lunar_exp.variant``, under ``hydra_variant``), every
+    variant, ``lunar_exp.bookkeeping.variant``, under ``hydra_variant``), every
     ``metrics.json`` key as run summary, per-step training losses (``train/<stage>/<name>`` against
     ``train/<stage>/step``), ``generations.jsonl`` as the table ``generations``, and the run dir's
     PNG plots (LUNAR's layer sweep is drawn to ``layer_sweep.png`` when the run has one). No

@@ -1,4 +1,6 @@
-"""Plain helpers for :class:`lunar_exp.loggers.WandbLogger`: mode, credentials, generations rows.
+"""Plain helpers for :class:`lunar_exp.bookkeeping.loggers.WandbLogger`.
+
+Mode, credentials, generations rows.
 
 Nothing here imports wandb, so the checks run (and fail) before wandb starts its service.
 """
@@ -76,10 +78,10 @@ def hydra_runtime() -> tuple[Path | None, dict[str, str]]:
 
 
 def hydra_variant() -> str:
-    """The Hydra job's variant (``lunar_exp.variant``, the table grouping); empty outside Hydra."""
+    """The Hydra job's variant (``bookkeeping.variant``, table grouping); empty outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
 
-    from lunar_exp.variant import variant_name
+    from lunar_exp.bookkeeping.variant import variant_name
 
     if not HydraConfig.initialized():
         return ""

@@ -2,10 +2,10 @@
 
 Data: forget and retain texts from ``cais/wmdp-corpora`` (by default the cyber pair; the bio
 forget corpus is gated and must be requested, then given as a local JSONL file) or any local
-JSON/JSONL/TXT corpora, cut into plain items (:mod:`lunar_exp.benchmarks.corpora`). LUNAR's
+JSON/JSONL/TXT corpora, cut into plain items (:mod:`lunar_exp.benchmarks.common.corpora`). LUNAR's
 reference prompts are unknown-person questions with abstention answers (as in ``qa_json``), or a
 JSON file of ``[{question, answer}]``. Evaluation: WMDP and MMLU accuracy through lm-eval
-(:mod:`lunar_exp.benchmarks.lm_eval_mcq`).
+(:mod:`lunar_exp.benchmarks.lm_eval.mcq`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from lunar_exp.benchmarks import knowledge_graph as kg
-from lunar_exp.benchmarks.corpora import chunk_items, is_hub_spec, read_documents
-from lunar_exp.benchmarks.lm_eval_mcq import LMEvalMCQ
-from lunar_exp.benchmarks.qa_json import read_qa_file
-from lunar_exp.errors import require_counts
+from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.common.corpora import chunk_items, is_hub_spec, read_documents
+from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ
+from lunar_exp.benchmarks.qa.qa_json import read_qa_file
+from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
 
 

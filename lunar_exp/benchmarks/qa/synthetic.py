@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from lunar_exp.benchmarks import knowledge_graph as kg
-from lunar_exp.benchmarks.qa_eval import evaluate_qa
-from lunar_exp.benchmarks.splits import split_by_edges
-from lunar_exp.errors import require_counts, require_index
+from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
+from lunar_exp.benchmarks.qa.splits import split_by_edges
+from lunar_exp.bookkeeping.errors import require_counts, require_index
 from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 
 

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import outputs
+from lunar_exp.bookkeeping import outputs
 
 RUN_CONFIG_FILE = "run_config.json"
 # Top-level keys that do not change a run's results (paths: where outputs and caches live).

@@ -1,0 +1,1 @@
+"""Pieces several benchmark families share: made-up names, abstention questions, chunks."""

@@ -1,0 +1,1 @@
+"""MUSE-News / MUSE-Books: corpora, evaluation sets, knowmem, verbmem and privleak."""

@@ -1,0 +1,1 @@
+"""Question-answer benchmarks: the synthetic graph and PISTOL-style qa_json, one evaluation."""

@@ -1,0 +1,1 @@
+"""TOFU: fictitious authors, their splits and the official evaluation suite."""

@@ -1,0 +1,1 @@
+"""General utility evaluations any benchmark can add (conf/utility/)."""

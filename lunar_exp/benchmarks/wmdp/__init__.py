@@ -1,0 +1,1 @@
+"""WMDP: hazardous-knowledge corpora to forget, scored by multiple choice through lm-eval."""

@@ -1,0 +1,1 @@
+"""Run bookkeeping: cache, outputs, resume, sweep variants, offline checks, errors, loggers."""
