@@ -15,9 +15,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lunar_exp.bookkeeping import cache
-from lunar_exp.bookkeeping.errors import require_counts, require_ranges
 from lunar_exp.interfaces import ChatModel, UnlearnData
 from lunar_exp.prompts import encode_item_pairs
+from lunar_exp.settings import setting, validate
 from lunar_exp.training import supervised_finetune
 
 log = logging.getLogger(__name__)
@@ -36,41 +36,29 @@ class FinetuneReport:
     losses: list[float]
 
 
+@dataclass(kw_only=True)
 class FineTune:
-    """Full fine-tuning on forget + retain + abstention items (answer tokens only).
+    """Full fine-tuning on forget + retain + abstention items (answer tokens only)."""
 
-    Args:
-        enabled: when false the base model is the target model (e.g. an already fine-tuned model).
-        lr: peak AdamW learning rate (linear warm-up then decay).
-        epochs: passes over the items.
-        batch_size: items per step.
-        weight_decay: AdamW weight decay.
-        seed: shuffling seed.
-        cache_dir: root of the on-disk cache.
-    """
+    enabled: bool = setting(
+        True, help="when false the base model is the target model (e.g. an already fine-tuned one)."
+    )
+    lr: float = setting(3e-4, gt=0, help="peak AdamW learning rate (linear warm-up then decay).")
+    epochs: int = setting(6, ge=1, help="passes over the items.")
+    batch_size: int = setting(8, ge=1, help="items per step.")
+    weight_decay: float = setting(0.0, ge=0, help="AdamW weight decay.")
+    seed: int = setting(0, help="shuffling seed.")
+    cache_dir: str | Path = setting(".cache", help="root of the on-disk cache.")
 
-    def __init__(
-        self,
-        enabled: bool = True,
-        lr: float = 3e-4,
-        epochs: int = 6,
-        batch_size: int = 8,
-        weight_decay: float = 0.0,
-        seed: int = 0,
-        cache_dir: str = ".cache",
-    ) -> None:
-        require_ranges("finetune", {"lr": lr}, {"weight_decay": weight_decay})
-        if enabled:
-            require_counts("finetune", 1, epochs=epochs, batch_size=batch_size)
-        self.enabled = enabled
-        self.hparams = {
-            "lr": lr,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "weight_decay": weight_decay,
-            "seed": seed,
-        }
-        self.cache_dir = Path(cache_dir)
+    def __post_init__(self) -> None:
+        # A disabled stage never trains: its counts are not used, so not checked.
+        validate(self, "finetune", skip=() if self.enabled else ("epochs", "batch_size"))
+
+    @property
+    def hparams(self) -> dict[str, object]:
+        """The training settings: part of the cache key of the target model (keep the names)."""
+        names = ("lr", "epochs", "batch_size", "weight_decay", "seed")
+        return {name: getattr(self, name) for name in names}
 
     def entry(self, model_key: dict, data: UnlearnData) -> Path:
         """Cache location keyed by the model config, the exact training items and the hparams."""
@@ -79,7 +67,7 @@ class FineTune:
             for qa in data.finetune_items()
         ]
         key = cache.config_key(STAGE_VERSION, model_key, items, self.hparams)
-        return self.cache_dir / "targets" / key
+        return Path(self.cache_dir) / "targets" / key
 
     def run(
         self, chat: ChatModel, data: UnlearnData, model_key: dict, role: str = "target model"
@@ -107,12 +95,16 @@ class FineTune:
         items = data.finetune_items()
         pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
         pad = chat.tokenizer.pad_token_id
-        torch.manual_seed(self.hparams["seed"])
+        torch.manual_seed(self.seed)
         return supervised_finetune(
             chat.model,
             pairs,
             pad,
-            **{k: self.hparams[k] for k in ("lr", "epochs", "batch_size", "seed", "weight_decay")},
+            lr=self.lr,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            weight_decay=self.weight_decay,
             stage=stage,
         )
 

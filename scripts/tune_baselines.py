@@ -39,7 +39,7 @@ def main() -> None:
             args.methods.split(","), args.lrs.split(","), args.epochs.split(",")
         )
         for method, lr, epochs in grid:
-            settings = [f"method={method}", f"method.lr={lr}", f"method.epochs={epochs}"]
+            settings = [f"method={method}", f"method.loop.lr={lr}", f"method.loop.epochs={epochs}"]
             metrics = run_once(settings + args.overrides, Path(tmp), Path(args.out + ".log"))
             rows.append(
                 {

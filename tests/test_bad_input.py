@@ -92,9 +92,9 @@ CASES = [
     ),
     (
         "learning rate not a number",
-        ["method=ga", "method.lr=fast"],
+        ["method=ga", "method.loop.lr=fast"],
         2,
-        ["method.lr='fast' is not a number", "Fix"],
+        ["method.loop.lr='fast' is not a number", "Fix"],
     ),
     ("seed not an integer", ["seed=abc"], 2, ["seed='abc' is not an integer", "Fix"]),
     (

@@ -1,10 +1,14 @@
+import dataclasses
 import inspect
 
 import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from lunar_exp.methods import PIPELINE_KEYS
+from lunar_exp.bookkeeping import errors
+from lunar_exp.methods import PIPELINE_KEYS, build_method
+from lunar_exp.methods._loop import TrainLoop
+from lunar_exp.settings import Rule, check, describe, setting, validate
 from tests.conftest import CONF, compose_config
 
 GROUPS = ["model", "benchmark", "utility", "method", "finetune", "logger"]
@@ -15,11 +19,14 @@ def options(group: str) -> list[str]:
 
 
 def bind_target(node, skip=()) -> None:
-    """Check that the node's keys bind to its _target_'s signature without calling it."""
-    values = OmegaConf.to_container(node, resolve=True)
+    """Check that the node's keys (and nested nodes') bind to their _target_'s signature."""
+    values = node if isinstance(node, dict) else OmegaConf.to_container(node, resolve=True)
     values = {k: v for k, v in values.items() if k not in skip}
     target = get_method(values.pop("_target_"))
     inspect.signature(target).bind(**values)
+    for value in values.values():
+        if isinstance(value, dict) and "_target_" in value:
+            bind_target(value)
 
 
 REQUIRED = {
@@ -52,6 +59,60 @@ def test_every_experiment_composes_and_binds(exp):
             bind_target(cfg[group], PIPELINE_KEYS if group == "method" else ())
 
 
+@pytest.mark.parametrize("exp", sorted(p.stem for p in (CONF / "exp").glob("*.yaml")))
+def test_every_method_builds_in_every_experiment(exp):
+    # Experiments set no method keys (they would reach every method, conf/exp/tofu_llama.yaml
+    # once set LUNAR's), so each method instantiates, and validates its settings, through Hydra.
+    for method in options("method"):
+        cfg = compose_config([f"+exp={exp}", f"method={method}"])
+        built = build_method(cfg.method)
+        assert type(built).__name__.lower() == method
+        if "loop" in cfg.method:
+            assert isinstance(built.loop, TrainLoop) and built.loop.seed == cfg.seed
+
+
+COMPONENT_FILES = [
+    *sorted((CONF / "method").glob("*.yaml")),
+    CONF / "train_loop" / "default.yaml",
+    CONF / "finetune" / "default.yaml",
+]
+
+
+@pytest.mark.parametrize("path", COMPONENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_configs_mirror_the_settings_defaults(path):
+    # The defaults are declared once, in the dataclass fields; the config files repeat them so
+    # that --cfg job shows every key, and must not drift from them.
+    node = OmegaConf.load(path)
+    fields = {f.name: f for f in dataclasses.fields(get_method(node._target_))}
+    for name in node:
+        if name in ("defaults", "_target_", *PIPELINE_KEYS):
+            continue
+        assert name in fields, name
+        if not OmegaConf.is_interpolation(node, name):
+            value = node[name]
+            value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+            field = fields[name]
+            default = field.default
+            if default is dataclasses.MISSING:
+                default = field.default_factory()
+            assert value == default, name
+
+
+@pytest.mark.parametrize("path", COMPONENT_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_setting_has_one_line_help(path):
+    component = get_method(OmegaConf.load(path)._target_)
+    for line in describe(component, "x"):
+        assert line.split("): ", 1)[1].strip(), line
+        assert "\n" not in line
+
+
+def test_loop_overrides_reach_the_training_loop():
+    cfg = compose_config(["method=rmu", "method.loop.lr=3e-5", "method.loop.grad_accum=2"])
+    rmu = build_method(cfg.method)
+    # lr and grad_accum from the command line, epochs from conf/tuned/rmu_synthetic.yaml
+    assert (rmu.loop.lr, rmu.loop.grad_accum, rmu.loop.epochs) == (3e-5, 2, 20)
+
+
 def test_default_run_dir_and_job_name():
     cfg = compose_config(hydra_cfg=True)
     assert cfg.hydra.job.name == "lunar_exp"
@@ -63,3 +124,85 @@ def test_default_run_dir_and_job_name():
 def test_tuned_model_config_does_not_leak_into_other_models():
     cfg = compose_config(["model=hf", "model.path=org/name"])
     assert cfg.method.layers == "auto"
+
+
+@dataclasses.dataclass(kw_only=True)
+class _Example:
+    rate: float = setting(0.1, gt=0, help="a rate.")
+    count: int = setting(1, ge=1, help="a count.")
+    share: float = setting(0.5, gt=0, le=1, help="a fraction.")
+    flag: bool = setting(False, help="a switch.")
+    mode: str = setting("a", help="free text.")
+    weights: list[float] = setting([1.0], help="numbers.")
+    limit: int | None = setting(None, ge=0, help="optional count.")
+
+    def __post_init__(self) -> None:
+        validate(self, "x")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"rate": "fast"}, "x.rate='fast' is not a number. Fix: give a number, e.g. x.rate=1e-5"),
+        ({"rate": True}, "x.rate=True is not a number"),
+        ({"rate": 0}, "x.rate=0 is out of range. Fix: use a value > 0."),
+        (
+            {"count": 2.5},
+            "x.count=2.5 is not an integer. Fix: give a whole number, e.g. x.count=7.",
+        ),
+        ({"count": 0}, "x.count=0 is out of range. Fix: use a value >= 1."),
+        ({"share": 1.5}, "x.share=1.5 is out of range. Fix: use a value in (0, 1]."),
+        ({"flag": "yes"}, "x.flag='yes' is not true or false. Fix: e.g. x.flag=true."),
+        ({"mode": 3}, "x.mode=3 is not a string"),
+        ({"weights": 2.0}, "x.weights=2.0 is not a list"),
+        ({"weights": [1.0, "b"]}, "x.weights[1]='b' is not a number"),
+        ({"limit": -1}, "x.limit=-1 is out of range. Fix: use a value >= 0."),
+        # every type before any range: the wrong type is named even when listed later
+        ({"rate": 0, "limit": "all"}, "x.limit='all' is not an integer"),
+    ],
+)
+def test_settings_name_the_bad_value_and_the_fix(settings, message):
+    with pytest.raises(ValueError) as caught:
+        _Example(**settings)
+    assert str(caught.value).startswith(message)
+
+
+def test_settings_accept_their_bounds_and_none():
+    _Example(rate=1, count=1, share=1.0, limit=None, weights=[0, 2.5])
+    assert _Example().weights is not _Example().weights  # a list default is not shared
+
+
+def test_choices_name_the_options():
+    with pytest.raises(ValueError, match=r"^method.solver='newton': use closed_form or adamw. Fix"):
+        check("method", [("solver", "newton", Rule(choices=("closed_form", "adamw")))])
+
+
+def test_require_helpers_keep_their_messages():
+    cases = [
+        (
+            lambda: errors.require_numbers("m", lr="x"),
+            "m.lr='x' is not a number. Fix: give a "
+            "number, e.g. m.lr=1e-5 (see --cfg job for the current values).",
+        ),
+        (
+            lambda: errors.require_ranges("m", {"a": 1}, {"b": -1}),
+            "m.b=-1 is out of range. Fix: use a value >= 0.",
+        ),
+        (lambda: errors.require_ranges("m", {"a": 0}, {"b": "x"}), "m.b='x' is not a number."),
+        (
+            lambda: errors.require_index("m", "layer", "7"),
+            "m.layer='7' is not an integer. Fix: give a whole number, e.g. m.layer=7.",
+        ),
+        (
+            lambda: errors.require_counts("b", 1, n=None, k=0),
+            "b.k=0 is out of range. Fix: use a value >= 1.",
+        ),
+        (
+            lambda: errors.require_fraction("b", "min_k", 0),
+            "b.min_k=0 is out of range. Fix: use a value in (0, 1].",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert str(caught.value).startswith(message)

@@ -8,6 +8,8 @@ import sys
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
+from lunar_exp.settings import Rule, check
+
 log = logging.getLogger(__name__)
 
 # Bad input (config values, paths, data) rather than bugs: reported as one line, exit code 2.
@@ -31,14 +33,13 @@ def user_error_message(err: BaseException) -> str:
     return text
 
 
+# The require_* helpers below predate lunar_exp/settings.py (a component's settings declared once
+# as dataclass fields); they build the same rules, so every message comes from settings.check.
+
+
 def require_numbers(prefix: str, **values: object) -> None:
     """Raise ValueError naming the first setting that is not a number (bools excluded)."""
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(
-                f"{prefix}.{name}={value!r} is not a number. Fix: give a number, e.g. "
-                f"{prefix}.{name}=1e-5 (see --cfg job for the current values)."
-            )
+    check(prefix, [(name, value, Rule(float)) for name, value in values.items()])
 
 
 def require_ranges(
@@ -47,22 +48,14 @@ def require_ranges(
     non_negative: dict[str, object] | None = None,
 ) -> None:
     """Raise ValueError naming the first setting that is not a number > 0 / >= 0 respectively."""
-    positive, non_negative = positive or {}, non_negative or {}
-    require_numbers(prefix, **positive, **non_negative)
-    bad = [(name, value, "> 0") for name, value in positive.items() if value <= 0]
-    bad += [(name, value, ">= 0") for name, value in non_negative.items() if value < 0]
-    if bad:
-        name, value, rule = bad[0]
-        raise ValueError(f"{prefix}.{name}={value} is out of range. Fix: use a value {rule}.")
+    entries = [(name, value, Rule(float, gt=0)) for name, value in (positive or {}).items()]
+    entries += [(name, value, Rule(float, ge=0)) for name, value in (non_negative or {}).items()]
+    check(prefix, entries)
 
 
 def require_index(prefix: str, name: str, value: object) -> None:
     """Raise ValueError unless ``value`` is an integer (a layer index, a count)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(
-            f"{prefix}.{name}={value!r} is not an integer. Fix: give a whole number, e.g. "
-            f"{prefix}.{name}=7."
-        )
+    check(prefix, [(name, value, Rule(int))])
 
 
 def require_counts(prefix: str, at_least: int, **values: object) -> None:
@@ -70,21 +63,13 @@ def require_counts(prefix: str, at_least: int, **values: object) -> None:
 
     None passes: it means "no limit" for the optional counts of the benchmarks.
     """
-    for name, value in values.items():
-        if value is None:
-            continue
-        require_index(prefix, name, value)
-        if value < at_least:
-            raise ValueError(
-                f"{prefix}.{name}={value} is out of range. Fix: use a value >= {at_least}."
-            )
+    rule = Rule(int, optional=True, ge=at_least)
+    check(prefix, [(name, value, rule) for name, value in values.items()])
 
 
 def require_fraction(prefix: str, name: str, value: object) -> None:
     """Raise ValueError unless ``value`` is a number in (0, 1]."""
-    require_numbers(prefix, **{name: value})
-    if not 0 < value <= 1:
-        raise ValueError(f"{prefix}.{name}={value} is out of range. Fix: use a value in (0, 1].")
+    check(prefix, [(name, value, Rule(float, gt=0, le=1))])
 
 
 class JobFailed(Exception):

@@ -3,7 +3,9 @@
 The loop walks the forget set in shuffled batches; each forget item is paired with a retain item
 drawn uniformly at random (seeded), as in the reference implementation. The method supplies
 ``batch_loss(forget_idx, retain_idx) -> (loss, parts)``; the loop handles accumulation, the
-schedule, optional gradient checkpointing and bf16 autocast on GPU.
+schedule, optional gradient checkpointing and bf16 autocast on GPU. Its settings are one
+:class:`TrainLoop`, configured once in conf/train_loop/default.yaml and composed into each
+baseline's config as ``method.loop`` (override e.g. ``method.loop.lr=3e-5``).
 """
 
 from __future__ import annotations
@@ -11,18 +13,36 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from lunar_exp.bookkeeping.errors import require_numbers
 from lunar_exp.bookkeeping.loggers import log_train_step
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics.primitives import padding_id, pair_batch, token_nll
 from lunar_exp.prompts import encode_item_pairs
+from lunar_exp.settings import setting, validate
 
 BatchLoss = Callable[[list[int], list[int]], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass(kw_only=True)
+class TrainLoop:
+    """The training loop's settings, shared by the gradient baselines (``method.loop``)."""
+
+    lr: float = setting(1e-5, gt=0, help="AdamW learning rate.")
+    epochs: int = setting(5, ge=1, help="passes over the forget set.")
+    batch_size: int = setting(8, ge=1, help="forget (and paired retain) items per micro-batch.")
+    grad_accum: int = setting(1, ge=1, help="micro-batches per optimizer step.")
+    weight_decay: float = setting(0.01, ge=0, help="AdamW weight decay.")
+    seed: int = setting(0, help="batch order and retain sampling seed (RMU: also its direction).")
+    gradient_checkpointing: bool = setting(False, help="trade compute for memory.")
+    bf16: bool = setting(False, help="autocast to bfloat16 on GPU.")
+
+    def __post_init__(self) -> None:
+        validate(self, "method.loop")
 
 
 def encode_items(chat: ChatModel, items: Sequence[QA], answers: Sequence[str] | None = None):
@@ -74,14 +94,7 @@ def train(
     batch_loss: BatchLoss,
     n_forget: int,
     n_retain: int,
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    grad_accum: int,
-    weight_decay: float,
-    seed: int,
-    gradient_checkpointing: bool = False,
-    bf16: bool = False,
+    loop: TrainLoop,
     desc: str = "unlearn",
 ) -> tuple[list[dict[str, float]], list[torch.nn.Parameter]]:
     """Run the loop.
@@ -91,13 +104,16 @@ def train(
         updated: those the loss reached with a gradient (RMU's loss reads one block, so blocks
         above it never change, whatever ``params`` allows).
     """
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=_fusable(params))
-    if gradient_checkpointing:
+    batch_size, grad_accum = loop.batch_size, loop.grad_accum
+    rng = random.Random(loop.seed)
+    optimizer = torch.optim.AdamW(
+        params, lr=loop.lr, weight_decay=loop.weight_decay, fused=_fusable(params)
+    )
+    if loop.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
-        if bf16 and model.device.type == "cuda"
+        if loop.bf16 and model.device.type == "cuda"
         else nullcontext()
     )
     model.train()
@@ -105,7 +121,7 @@ def train(
     updated: dict[int, torch.nn.Parameter] = {}
     micro = 0
     try:
-        for _ in tqdm(range(epochs), desc=desc, unit="epoch"):
+        for _ in tqdm(range(loop.epochs), desc=desc, unit="epoch"):
             order = list(range(n_forget))
             rng.shuffle(order)
             for start in range(0, n_forget, batch_size):
@@ -126,7 +142,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
     finally:
         model.eval()
-        if gradient_checkpointing:
+        if loop.gradient_checkpointing:
             model.gradient_checkpointing_disable()
         for param in model.parameters():
             param.requires_grad_(True)
@@ -157,14 +173,14 @@ def run_unlearning(
     n_forget: int,
     n_retain: int,
     trainable_params: str | None,
-    loop: dict,
+    loop: TrainLoop,
     desc: str,
 ):
     """Select parameters, train, and report the outcome shared by every baseline."""
     from lunar_exp.interfaces import UnlearnOutcome
 
     params = select_params(chat.model, trainable_params)
-    history, updated = train(chat.model, params, batch_loss, n_forget, n_retain, desc=desc, **loop)
+    history, updated = train(chat.model, params, batch_loss, n_forget, n_retain, loop, desc)
     metrics = {
         "unlearn/params_changed": float(count_params(updated)),
         "train/steps": float(len(history)),
@@ -172,39 +188,3 @@ def run_unlearning(
     if history:
         metrics.update({f"train/final_{k}": v for k, v in history[-1].items()})
     return UnlearnOutcome(metrics=metrics, info={"loss_history": history})
-
-
-def loop_settings(
-    lr: float,
-    epochs: int,
-    batch_size: int,
-    grad_accum: int,
-    weight_decay: float,
-    seed: int,
-    gradient_checkpointing: bool,
-    bf16: bool,
-) -> dict:
-    """The loop's keyword arguments, validated."""
-    require_numbers(
-        "method",
-        lr=lr,
-        epochs=epochs,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        weight_decay=weight_decay,
-    )
-    if lr <= 0 or epochs < 1 or batch_size < 1 or grad_accum < 1:
-        raise ValueError(
-            f"Bad training settings (lr={lr}, epochs={epochs}, batch_size={batch_size}"
-            f", grad_accum={grad_accum}). Fix: use lr > 0 and positive counts."
-        )
-    return {
-        "lr": lr,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "weight_decay": weight_decay,
-        "seed": seed,
-        "gradient_checkpointing": gradient_checkpointing,
-        "bf16": bf16,
-    }

@@ -5,55 +5,27 @@ Reference implementation: locuslab/open-unlearning @ d3d7cf9, ``src/trainer/unle
 
 from __future__ import annotations
 
-from lunar_exp.bookkeeping.errors import require_ranges
+from dataclasses import dataclass
+
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
-from lunar_exp.methods._loop import (
-    _pad,
-    answer_logprobs,
-    encode_items,
-    loop_settings,
-    run_unlearning,
-)
+from lunar_exp.methods._loop import TrainLoop, _pad, answer_logprobs, encode_items, run_unlearning
 from lunar_exp.methods._losses import ga_loss, nll_loss
+from lunar_exp.settings import setting, validate
 
 
+@dataclass(kw_only=True)
 class GradDiff:
-    """L = gamma * (-NLL forget) + alpha * NLL retain.
+    """L = gamma * (-NLL forget) + alpha * NLL retain."""
 
-    Args:
-        gamma: forget-term weight.
-        alpha: retain-term weight.
-        lr: AdamW learning rate.
-        epochs: passes over the forget set.
-        batch_size: forget (and paired retain) items per micro-batch.
-        grad_accum: micro-batches per optimizer step.
-        weight_decay: AdamW weight decay.
-        trainable_params: regex over parameter names to train (None = all).
-        gradient_checkpointing: trade compute for memory.
-        bf16: autocast to bfloat16 on GPU.
-        seed: batch order and retain sampling seed.
-    """
+    gamma: float = setting(1.0, ge=0, help="forget-term weight.")
+    alpha: float = setting(1.0, ge=0, help="retain-term weight.")
+    loop: TrainLoop = setting(factory=TrainLoop, help="the training loop (method.loop.*).")
+    trainable_params: str | None = setting(
+        None, help="regex over parameter names to train (None = all)."
+    )
 
-    def __init__(
-        self,
-        gamma: float = 1.0,
-        alpha: float = 1.0,
-        lr: float = 1e-5,
-        epochs: int = 5,
-        batch_size: int = 8,
-        grad_accum: int = 1,
-        weight_decay: float = 0.01,
-        trainable_params: str | None = None,
-        gradient_checkpointing: bool = False,
-        bf16: bool = False,
-        seed: int = 0,
-    ) -> None:
-        require_ranges("method", non_negative={"gamma": gamma, "alpha": alpha})
-        self.gamma, self.alpha = gamma, alpha
-        self.loop = loop_settings(
-            lr, epochs, batch_size, grad_accum, weight_decay, seed, gradient_checkpointing, bf16
-        )
-        self.trainable_params = trainable_params
+    def __post_init__(self) -> None:
+        validate(self, "method")
 
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Train on forget (ascent) and retain (descent) together."""

@@ -23,7 +23,6 @@ from typing import Literal
 
 import torch
 
-from lunar_exp.bookkeeping.errors import require_numbers, require_ranges
 from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
@@ -36,6 +35,7 @@ from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
 from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, shared_prefix_length
+from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
@@ -49,121 +49,85 @@ class _Collected:
     rows: dict[int, list] = field(default_factory=lambda: defaultdict(list))
 
 
+@dataclass(kw_only=True)
 class LUNAR:
-    """Rank-1 ``down_proj`` edits that redirect forget prompts into the abstention region.
+    """Rank-1 ``down_proj`` edits that redirect forget prompts into the abstention region."""
 
-    Args:
-        layers: layer indices to edit, or ``"auto"`` for the steering sweep.
-        coeffs: coefficient c per layer (one value is broadcast).
-        solver: ``closed_form`` (exact ridge least squares from streamed Gram sums, memory
-            independent of the data size; default) or ``adamw`` (paper parity; keeps every row,
-            (d_ff + d_model) x 4 bytes per token and layer, e.g. 0.6 GB per layer for 70k
-            tokens of SmolLM2).
-        perturb_positions: forget positions shifted: ``after_prefix``, ``all`` or ``last``.
-        pin_retain_answers: pin retain answers' positions too (not only retain prompts).
-        pin_abstentions: pin reference prompts with their abstention answers.
-        ridge: ridge strength relative to the Gram matrix's mean diagonal (closed form).
-        shifted_weight: weight of shifted rows in the regression (1.0 = unweighted, as the paper).
-        lr: AdamW learning rate (adamw solver).
-        epochs: AdamW epochs.
-        batch_size: AdamW rows per step.
-        gamma: ExponentialLR factor per epoch.
-        weight_decay: AdamW weight decay (PyTorch default 0.01 in the reference code).
-        activation_batch_size: prompts per forward pass when collecting activations (the run's
-            ``batch_tokens`` also caps each pass's padded tokens).
-        share_prefix: run the tokens every row sequence starts with (the chat template's head)
-            once for all row sets and let the other passes attend to their cached keys and
-            values; the rows are the same (attention is causal), the passes shorter. Closed form
-            only: the adamw solver's minibatches depend on the row order, which full passes keep.
-        sweep_layers: candidate layers for ``layers=auto`` (default: the second half of the model).
-        sweep_top_k: how many layers ``auto`` keeps.
-        sweep_coeff: steering coefficient of the sweep's probe (the paper's probe uses 2.0); the
-            edit itself uses ``coeffs``.
-        sweep_retain_weight: weight of retain harm in the sweep's score.
-        sweep_probe: forget and retain questions generated per candidate layer.
-        seed: seed for the AdamW row order.
-        mode: ``edit`` writes the edits into the weights; ``hook`` leaves the weights alone and
-            returns an inference-time control that applies the same edits as a removable forward
-            hook on ``down_proj`` (on inside the context, base behaviour outside).
-    """
+    layers: Sequence[int] | Literal["auto"] = setting(
+        "auto", help="layer indices to edit, or auto for the steering sweep."
+    )
+    coeffs: list[float] = setting(
+        [2.0], help="coefficient c per layer (one value, or a bare number, serves every layer)."
+    )
+    solver: Literal["closed_form", "adamw"] = setting(
+        "closed_form",
+        help="closed_form: exact ridge least squares from streamed Gram sums, memory independent "
+        "of the data size; adamw: paper parity, keeps every row, (d_ff + d_model) x 4 bytes per "
+        "token and layer (e.g. 0.6 GB per layer for 70k tokens of SmolLM2).",
+    )
+    perturb_positions: Literal["after_prefix", "all", "last"] = setting(
+        "after_prefix", help="forget positions shifted."
+    )
+    pin_retain_answers: bool = setting(
+        True, help="pin retain answers' positions too (not only retain prompts)."
+    )
+    pin_abstentions: bool = setting(
+        True, help="pin reference prompts with their abstention answers."
+    )
+    ridge: float = setting(
+        1e-4, ge=0, help="ridge strength relative to the Gram matrix's mean diagonal (closed form)."
+    )
+    shifted_weight: float = setting(
+        1.0, gt=0, help="weight of shifted rows in the regression (1.0 = unweighted, as the paper)."
+    )
+    lr: float = setting(1e-2, gt=0, help="AdamW learning rate (adamw solver).")
+    epochs: int = setting(20, gt=0, help="AdamW epochs.")
+    batch_size: int = setting(64, gt=0, help="AdamW rows per step.")
+    gamma: float = setting(0.9, ge=0, help="ExponentialLR factor per epoch (adamw solver).")
+    weight_decay: float = setting(
+        0.01, ge=0, help="AdamW weight decay (PyTorch default 0.01 in the reference code)."
+    )
+    activation_batch_size: int = setting(
+        16,
+        gt=0,
+        help="prompts per forward pass when collecting activations (the run's batch_tokens also "
+        "caps each pass's padded tokens).",
+    )
+    share_prefix: bool = setting(
+        True,
+        help="run the tokens every row sequence starts with (the chat template's head) once for "
+        "all row sets and let the other passes attend to their cached keys and values; the rows "
+        "are the same (attention is causal), the passes shorter. Closed form only: the adamw "
+        "solver's minibatches depend on the row order, which full passes keep.",
+    )
+    sweep_layers: Sequence[int] | None = setting(
+        None, help="candidate layers for layers=auto (default: the second half of the model)."
+    )
+    sweep_top_k: int = setting(1, gt=0, help="how many layers auto keeps.")
+    sweep_coeff: float = setting(
+        2.0,
+        help="steering coefficient of the sweep's probe (the paper's probe uses 2.0); the edit "
+        "itself uses coeffs.",
+    )
+    sweep_retain_weight: float = setting(0.5, help="weight of retain harm in the sweep's score.")
+    sweep_probe: int = setting(
+        10, gt=0, help="forget and retain questions generated per candidate layer."
+    )
+    seed: int = setting(0, help="seed for the AdamW row order.")
+    mode: Literal["edit", "hook"] = setting(
+        "edit",
+        help="edit writes the edits into the weights; hook leaves the weights alone and returns "
+        "an inference-time control that applies the same edits as a removable forward hook on "
+        "down_proj (on inside the context, base behaviour outside).",
+    )
 
-    def __init__(
-        self,
-        layers: Sequence[int] | Literal["auto"] = "auto",
-        coeffs: Sequence[float] | float = 2.0,
-        solver: Literal["closed_form", "adamw"] = "closed_form",
-        perturb_positions: Literal["after_prefix", "all", "last"] = "after_prefix",
-        pin_retain_answers: bool = True,
-        pin_abstentions: bool = True,
-        ridge: float = 1e-4,
-        shifted_weight: float = 1.0,
-        lr: float = 1e-2,
-        epochs: int = 20,
-        batch_size: int = 64,
-        gamma: float = 0.9,
-        weight_decay: float = 0.01,
-        activation_batch_size: int = 16,
-        share_prefix: bool = True,
-        sweep_layers: Sequence[int] | None = None,
-        sweep_top_k: int = 1,
-        sweep_coeff: float = 2.0,
-        sweep_retain_weight: float = 0.5,
-        sweep_probe: int = 10,
-        seed: int = 0,
-        mode: Literal["edit", "hook"] = "edit",
-    ) -> None:
-        if mode not in ("edit", "hook"):
-            raise ValueError(f"method.mode={mode!r}: use edit (weights) or hook (inference time).")
-        if solver not in ("closed_form", "adamw"):
-            raise ValueError(f"method.solver={solver!r}: use closed_form or adamw.")
-        if perturb_positions not in ("after_prefix", "all", "last"):
-            raise ValueError(
-                f"method.perturb_positions={perturb_positions!r}: use after_prefix, all or last."
-            )
-        if layers != "auto":
-            _check_layer_list(layers)
-        self.layers = layers
-        self.coeffs = [coeffs] if isinstance(coeffs, int | float) else list(coeffs)
-        require_numbers("method", **{f"coeffs[{i}]": c for i, c in enumerate(self.coeffs)})
+    def __post_init__(self) -> None:
+        if isinstance(self.coeffs, int | float):  # a bare number serves every layer
+            self.coeffs = [self.coeffs]
+        validate(self, "method")
         self.coeffs = [float(c) for c in self.coeffs]
-        self.solver = solver
-        self.perturb_positions = perturb_positions
-        self.pin_retain_answers = pin_retain_answers
-        self.pin_abstentions = pin_abstentions
-        self.ridge = ridge
-        self.shifted_weight = shifted_weight
-        self.adamw = {
-            "lr": lr,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "gamma": gamma,
-            "weight_decay": weight_decay,
-            "seed": seed,
-        }
-        self.activation_batch_size = activation_batch_size
-        self.share_prefix = share_prefix
-        self.sweep_layers = sweep_layers
-        self.sweep_top_k = sweep_top_k
-        self.sweep_coeff = sweep_coeff
-        self.sweep_retain_weight = sweep_retain_weight
-        self.sweep_probe = sweep_probe
-        self.mode = mode
-        self._check_numbers()
-
-    def _check_numbers(self) -> None:
-        """Every numeric setting is a number in its range (checked before any model is loaded)."""
-        positive = {
-            "shifted_weight": self.shifted_weight,
-            "lr": self.adamw["lr"],
-            "epochs": self.adamw["epochs"],
-            "batch_size": self.adamw["batch_size"],
-            "activation_batch_size": self.activation_batch_size,
-            "sweep_top_k": self.sweep_top_k,
-            "sweep_probe": self.sweep_probe,
-        }
-        non_negative = {"ridge": self.ridge, "gamma": self.adamw["gamma"]}
-        require_numbers("method", weight_decay=self.adamw["weight_decay"])
-        require_ranges("method", positive, non_negative)
+        if self.layers != "auto":
+            _check_layer_list(self.layers)
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers do not fit ``chat.model``."""
@@ -342,7 +306,16 @@ class LUNAR:
             else:
                 shift = coeff * vectors[layer].float()
                 rows = [(x, y + m[:, None].float() * shift) for x, y, m in collected.rows[layer]]
-                trained = fit_adamw(weight.detach().cpu().float(), rows, **self.adamw)
+                trained = fit_adamw(
+                    weight.detach().cpu().float(),
+                    rows,
+                    lr=self.lr,
+                    epochs=self.epochs,
+                    batch_size=self.batch_size,
+                    gamma=self.gamma,
+                    weight_decay=self.weight_decay,
+                    seed=self.seed,
+                )
                 deltas[layer] = trained.double() - weight.detach().cpu().double()
                 v = _implied_v(deltas[layer], coeff * vectors[layer])
             for key, value in fit_report(accs[layer], v).items():

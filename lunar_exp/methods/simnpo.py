@@ -5,60 +5,31 @@ Reference implementation: locuslab/open-unlearning @ d3d7cf9, ``src/trainer/unle
 
 from __future__ import annotations
 
-from lunar_exp.bookkeeping.errors import require_numbers, require_ranges
+from dataclasses import dataclass
+
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
-from lunar_exp.methods._loop import (
-    _pad,
-    answer_logprobs,
-    encode_items,
-    loop_settings,
-    run_unlearning,
-)
+from lunar_exp.methods._loop import TrainLoop, _pad, answer_logprobs, encode_items, run_unlearning
 from lunar_exp.methods._losses import nll_loss, simnpo_loss
+from lunar_exp.settings import setting, validate
 
 
+@dataclass(kw_only=True)
 class SimNPO:
-    """L = gamma * SimNPO(forget; beta, delta) + alpha * NLL retain.
+    """L = gamma * SimNPO(forget; beta, delta) + alpha * NLL retain."""
 
-    Args:
-        beta: inverse temperature.
-        delta: margin on the length-normalised NLL (the SimNPO paper's gamma).
-        gamma: forget-term weight (0.125 in the reference config).
-        alpha: retain-term weight.
-        lr: AdamW learning rate.
-        epochs: passes over the forget set.
-        batch_size: forget (and paired retain) items per micro-batch.
-        grad_accum: micro-batches per optimizer step.
-        weight_decay: AdamW weight decay.
-        trainable_params: regex over parameter names to train (None = all).
-        gradient_checkpointing: trade compute for memory.
-        bf16: autocast to bfloat16 on GPU.
-        seed: batch order and retain sampling seed.
-    """
+    beta: float = setting(4.5, gt=0, help="inverse temperature.")
+    delta: float = setting(
+        0.0, help="margin on the length-normalised NLL (the SimNPO paper's gamma)."
+    )
+    gamma: float = setting(0.125, ge=0, help="forget-term weight (0.125 in the reference config).")
+    alpha: float = setting(1.0, ge=0, help="retain-term weight.")
+    loop: TrainLoop = setting(factory=TrainLoop, help="the training loop (method.loop.*).")
+    trainable_params: str | None = setting(
+        None, help="regex over parameter names to train (None = all)."
+    )
 
-    def __init__(
-        self,
-        beta: float = 4.5,
-        delta: float = 0.0,
-        gamma: float = 0.125,
-        alpha: float = 1.0,
-        lr: float = 1e-5,
-        epochs: int = 5,
-        batch_size: int = 8,
-        grad_accum: int = 1,
-        weight_decay: float = 0.01,
-        trainable_params: str | None = None,
-        gradient_checkpointing: bool = False,
-        bf16: bool = False,
-        seed: int = 0,
-    ) -> None:
-        require_ranges("method", {"beta": beta}, {"gamma": gamma, "alpha": alpha})
-        require_numbers("method", delta=delta)
-        self.beta, self.delta, self.gamma, self.alpha = beta, delta, gamma, alpha
-        self.loop = loop_settings(
-            lr, epochs, batch_size, grad_accum, weight_decay, seed, gradient_checkpointing, bf16
-        )
-        self.trainable_params = trainable_params
+    def __post_init__(self) -> None:
+        validate(self, "method")
 
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Raise the forget answers' mean NLL past delta; keep retain answers."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lunar_exp.hooks import capture_block_outputs, count_hooks
-from lunar_exp.methods._loop import answer_logprobs, encode_items
+from lunar_exp.methods._loop import TrainLoop, answer_logprobs, encode_items
 from lunar_exp.methods.ga import GA
 from lunar_exp.methods.graddiff import GradDiff
 from lunar_exp.methods.idkdpo import IdkDPO
@@ -12,7 +12,7 @@ from lunar_exp.methods.npo import NPO
 from lunar_exp.methods.rmu import RMU
 from lunar_exp.methods.simnpo import SimNPO
 
-FAST = {"lr": 1e-3, "epochs": 3, "batch_size": 2, "weight_decay": 0.0}
+FAST = TrainLoop(lr=1e-3, epochs=3, batch_size=2, weight_decay=0.0)
 
 
 def forget_nll(chat, data):
@@ -25,7 +25,13 @@ def forget_nll(chat, data):
 
 @pytest.mark.parametrize(
     "method",
-    [GA(**FAST), GradDiff(**FAST), NPO(beta=0.1, **FAST), SimNPO(**FAST), IdkDPO(**FAST)],
+    [
+        GA(loop=FAST),
+        GradDiff(loop=FAST),
+        NPO(beta=0.1, loop=FAST),
+        SimNPO(loop=FAST),
+        IdkDPO(loop=FAST),
+    ],
     ids=["ga", "graddiff", "npo", "simnpo", "idkdpo"],
 )
 def test_forget_likelihood_falls(tiny_target, toy_data, method):
@@ -42,7 +48,7 @@ def test_forget_likelihood_falls(tiny_target, toy_data, method):
 def test_trainable_params_pattern_limits_what_changes(tiny_chat, toy_data):
     before = {n: p.detach().clone() for n, p in tiny_chat.model.named_parameters()}
     pattern = r"model\.layers\.1\.mlp\.down_proj\.weight"
-    outcome = GA(trainable_params=pattern, **FAST).unlearn(tiny_chat, toy_data)
+    outcome = GA(trainable_params=pattern, loop=FAST).unlearn(tiny_chat, toy_data)
     changed = {n for n, p in tiny_chat.model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"model.layers.1.mlp.down_proj.weight"}
     assert outcome.metrics["unlearn/params_changed"] == 64 * 128
@@ -53,10 +59,7 @@ def test_rmu_moves_steered_activations_toward_the_target(tiny_chat, toy_data):
         layer=1,
         steering_coeff=5.0,
         trainable_params=r"model\.layers\.[01]\.",
-        lr=3e-3,
-        epochs=5,
-        batch_size=2,
-        weight_decay=0.0,
+        loop=TrainLoop(lr=3e-3, epochs=5, batch_size=2, weight_decay=0.0),
     )
     u = rmu.target_direction(tiny_chat.model.config.hidden_size)
     pairs = encode_items(tiny_chat, toy_data.forget)
@@ -79,8 +82,10 @@ def test_rmu_moves_steered_activations_toward_the_target(tiny_chat, toy_data):
 
 
 def test_bad_training_settings_are_clear_errors():
-    with pytest.raises(ValueError, match="Bad training settings.*Fix: use lr > 0"):
-        GA(lr=-1.0)
+    with pytest.raises(
+        ValueError, match=r"method.loop.lr=-1.0 is out of range. Fix: use a value > 0"
+    ):
+        GA(loop=TrainLoop(lr=-1.0))
     with pytest.raises(ValueError, match="No parameter matches"):
         from lunar_exp.methods._loop import select_params
         from lunar_exp.models import tiny_llama
@@ -112,7 +117,8 @@ def test_rmu_reports_only_the_parameters_its_loss_reaches(tiny_chat, toy_data):
     # Every parameter may train (trainable_params=None), but the loss reads block 1's output:
     # blocks 2 and 3, the final norm and the LM head get no gradient and must not change or count.
     before = {n: p.detach().clone() for n, p in tiny_chat.model.named_parameters()}
-    rmu = RMU(layer=1, steering_coeff=5.0, lr=3e-3, epochs=2, batch_size=2, weight_decay=0.01)
+    loop = TrainLoop(lr=3e-3, epochs=2, batch_size=2, weight_decay=0.01)
+    rmu = RMU(layer=1, steering_coeff=5.0, loop=loop)
     outcome = rmu.unlearn(tiny_chat, toy_data)
     params = dict(tiny_chat.model.named_parameters())
     changed = {n for n, p in params.items() if not torch.equal(p, before[n])}

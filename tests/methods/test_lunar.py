@@ -63,7 +63,7 @@ def test_layer_out_of_range_is_a_clear_error(tiny_chat, toy_data, layers):
         ({"ridge": -1.0}, r"method.ridge=-1.0 is out of range. Fix: use a value >= 0"),
         ({"shifted_weight": 0.0}, r"method.shifted_weight=0.0 is out of range"),
         ({"epochs": 0}, r"method.epochs=0 is out of range"),
-        ({"sweep_probe": "ten"}, r"method.sweep_probe='ten' is not a number"),
+        ({"sweep_probe": "ten"}, r"method.sweep_probe='ten' is not an integer"),
     ],
 )
 def test_bad_settings_fail_when_the_method_is_built(settings, message):
