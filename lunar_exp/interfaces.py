@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -76,17 +76,92 @@ class UnlearnOutcome:
     control: Callable[[ChatModel], AbstractContextManager] | None = None
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How a benchmark generates answers: new-token budget and prompts per batch.
+
+    Attacks that score QA items themselves (paraphrase, relearn) generate with these settings.
+    """
+
+    max_new_tokens: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class BenchmarkData:
+    """Everything a run needs from a benchmark, returned by :meth:`Benchmark.load`.
+
+    Attributes:
+        unlearn: the text the fine-tuning and unlearning stages see.
+        eval_sets: named evaluation sets, in the benchmark's own item type (QA tuples, TOFU
+            items, MUSE sets, lm-eval task specs); :meth:`Benchmark.evaluate` scores them.
+        generation: the benchmark's generation settings.
+        retain_reference: a retain-model reference the benchmark read from a file at load time
+            (TOFU forget quality, MUSE privleak); None when there is none or the run trains one
+            (:class:`TrainsRetainModel`).
+    """
+
+    unlearn: UnlearnData
+    eval_sets: Mapping[str, Any]
+    generation: Generation
+    retain_reference: Mapping[str, Any] | None = None
+
+
 class Benchmark(Protocol):
-    """A source of forget/retain data and the evaluation that scores a model on it."""
+    """A source of forget/retain data and the evaluation that scores a model on it.
+
+    A benchmark object holds its settings only: :meth:`load` returns the data and
+    :meth:`evaluate` scores exactly the sets it is given, keeping no state between calls.
+    """
 
     name: str
 
-    def load(self) -> UnlearnData:
+    def load(self) -> BenchmarkData:
         """Return the run's data; raise ValueError naming the problem and the fix on bad input."""
         ...
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
-        """Score ``chat`` on ``data``; keys are ``<split>/<metric>``."""
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """Score ``chat`` on ``eval_sets``; keys are ``<split>/<metric>``, each with a direction.
+
+        ``reference`` is the retain-model reference (:attr:`BenchmarkData.retain_reference` or
+        :meth:`TrainsRetainModel.reference_record`'s record); benchmarks without one ignore it.
+        """
+        ...
+
+
+@runtime_checkable
+class TrainsRetainModel(Protocol):
+    """A benchmark whose reference can come from a retain model the run trains itself.
+
+    When :meth:`wants_retain_model` is true, the pipeline fine-tunes a fresh base model on
+    everything but the forget set and passes :meth:`reference_record`'s record to every
+    :meth:`Benchmark.evaluate` call (``lunar_exp.retain_reference``).
+    """
+
+    def wants_retain_model(self) -> bool:
+        """Whether this run's settings ask for a trained retain model (``finetune``)."""
+        ...
+
+    def reference_record(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> dict[str, Any]:
+        """Score the retain model ``chat`` on ``eval_sets``: the record evaluate() compares to."""
+        ...
+
+
+@runtime_checkable
+class EdgeSplit(Protocol):
+    """A benchmark whose forget and retain evaluation sets are chosen by edges.
+
+    Sequential requests (``method.requests``) need it: their evaluation sets are rebuilt with
+    every requested edge on the forget side.
+    """
+
+    def eval_sets_for(self, data: UnlearnData, forget_edges: Collection[str]) -> Mapping[str, Any]:
+        """Evaluation sets with ``forget_edges``' items of ``data`` as forget, the rest retain."""
         ...
 
 
@@ -103,7 +178,14 @@ class Method(Protocol):
 
 @dataclass
 class EvalResult:
-    """Aggregated metrics plus the per-item generations they came from."""
+    """Aggregated metrics, the per-item generations they came from, and which way is better.
+
+    ``directions`` has an entry for every key of ``metrics``, declared by the code that computes
+    the metric: True when higher is better, False when lower is, None when closeness to a target
+    counts (privleak near 0, a min-k AUC near the retain model's). On a forget split "better"
+    means "better unlearned" (less knowledge); on every other split it means "better kept".
+    """
 
     metrics: dict[str, float]
     generations: dict[str, list[dict[str, object]]]
+    directions: dict[str, bool | None]

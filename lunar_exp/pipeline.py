@@ -7,10 +7,11 @@ import logging
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,19 +21,29 @@ from omegaconf import DictConfig, OmegaConf
 
 from lunar_exp import retain_reference, sequential
 from lunar_exp.attacks._common import AttackTarget, no_control
-from lunar_exp.attacks.runner import check_attacks, run_attacks
+from lunar_exp.attacks.runner import AttackResults, check_attacks, run_attacks
 from lunar_exp.bookkeeping import cache, outputs, resume
 from lunar_exp.bookkeeping.loggers import logging_run
 from lunar_exp.bookkeeping.offline import check_hub_access
 from lunar_exp.data_checks import check_unlearn_data
-from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData, UnlearnOutcome
+from lunar_exp.interfaces import (
+    Benchmark,
+    BenchmarkData,
+    ChatModel,
+    EvalResult,
+    UnlearnData,
+    UnlearnOutcome,
+)
 from lunar_exp.methods import build_method
 from lunar_exp.metrics.primitives import batch_token_budget
 
 log = logging.getLogger(__name__)
 
 # Bump when evaluation code changes, so stored target-model evaluations are not reused.
-EVAL_VERSION = 2  # 2: MRR and top-hit rate (qa_eval)
+EVAL_VERSION = 3  # 2: MRR and top-hit rate (qa_eval); 3: metric directions stored
+# Which way is better for every metrics.json key (True higher, False lower, None closeness to a
+# target or no preference declared); the keys are metrics.json's, prefixes included.
+DIRECTIONS_FILE = "metric_directions.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -80,100 +91,166 @@ def run(cfg: DictConfig) -> dict[str, object]:
         if logger:
             logger.log_config(OmegaConf.to_container(cfg, resolve=True))
         with batch_token_budget(cfg.get("batch_tokens")):  # memory bound of inference batches
-            metrics = _execute(cfg, run_dir)
+            metrics, directions = _execute(cfg, run_dir)
         if logger:
+            logger.log_config({"metric_directions": directions})
             logger.log_metrics(metrics)
     return metrics
 
 
 @dataclass
 class _Stages:
-    """What the stages of one run share: its parts, data and timings."""
+    """What the stages of one run share: its parts, data, evaluation sets and timings.
+
+    ``eval_data`` and ``eval_sets`` are what every evaluation scores: the benchmark's own sets,
+    or, with sequential requests, the sets with every requested edge on the forget side.
+    ``reference`` is the retain-model reference passed to every evaluation.
+    """
 
     cfg: DictConfig
     run_dir: Path
-    benchmark: object
+    benchmark: Benchmark
     method: object
     attacks: dict[str, object]
     utility: object
-    data: UnlearnData
+    utility_sets: Mapping[str, Any] | None
+    bench: BenchmarkData
     chat: ChatModel
     requests: list[list[str]] | None
+    eval_data: UnlearnData
+    eval_sets: Mapping[str, Any]
+    reference: Mapping[str, Any] | None
     seconds: dict[str, float] = field(default_factory=lambda: {"eval": 0.0, "unlearn": 0.0})
 
     @property
-    def eval_data(self) -> UnlearnData:
-        """The sets every evaluation scores (all requested edges for sequential requests)."""
-        if self.requests:
-            return sequential.evaluation_data(self.data, self.requests)
-        return self.data
+    def data(self) -> UnlearnData:
+        """The run's forget/retain data."""
+        return self.bench.unlearn
+
+    def evaluate(self) -> EvalResult:
+        """The benchmark's evaluation of the run's model, plus the utility's metrics."""
+        result = self.benchmark.evaluate(self.chat, self.eval_sets, self.reference)
+        return _add_utility(self, result)
 
 
-def _execute(cfg: DictConfig, run_dir: Path) -> dict[str, object]:
+def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[str, bool | None]]:
     run = _prepare(cfg, run_dir)
     ft = instantiate(cfg.finetune).run(run.chat, run.data, model_cache_key(cfg))
     with _timed(run, "eval"):
-        before, before_cached = _evaluate_target(
-            cfg, run.benchmark, run.chat, run.eval_data, ft.path, run.requests
-        )
-        before = _add_utility(run.utility, run.chat, before)
+        before, before_cached = _evaluate_target(run, ft.path)
+        before = _add_utility(run, before)
     with _timed(run, "unlearn"):
-        outcome, seq_metrics = _unlearn(run, before)
+        outcome, seq = _unlearn(run, before)
     control = outcome.control or no_control
     with _timed(run, "eval"), control(run.chat):
-        after = run.benchmark.evaluate(run.chat, run.eval_data)
-        after = _add_utility(run.utility, run.chat, after)
-    target = AttackTarget(run.chat, run.eval_data, run.benchmark, outcome, after, control)
-    attack_metrics, attack_records, attack_info = run_attacks(run.attacks, target)
-    _write_artifacts(run, before, after, outcome, attack_records, attack_info)
-    metrics: dict[str, object] = {f"before/{k}": v for k, v in before.metrics.items()}
-    for part in (after.metrics, outcome.metrics, seq_metrics, attack_metrics):
-        metrics.update(part)
-    metrics.update(
-        {
-            "time/finetune_s": ft.seconds,
-            "time/unlearn_s": run.seconds["unlearn"],
-            "time/eval_s": run.seconds["eval"],
-            "finetune/cached": ft.cached,
-            "before/cached": before_cached,
-            "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "data/n_forget": len(run.eval_data.forget),
-            "data/n_retain": len(run.eval_data.retain),
-        }
+        after = run.evaluate()
+    target = AttackTarget(
+        chat=run.chat,
+        data=run.eval_data,
+        benchmark=run.benchmark,
+        eval_sets=run.eval_sets,
+        generation=run.bench.generation,
+        outcome=outcome,
+        after=after,
+        reference=run.reference,
+        control=control,
     )
+    attacks = run_attacks(run.attacks, target)
+    _write_artifacts(run, before, after, outcome, attacks)
+    metrics: dict[str, object] = {f"before/{k}": v for k, v in before.metrics.items()}
+    directions: dict[str, bool | None] = {f"before/{k}": v for k, v in before.directions.items()}
+    for part, ways in (
+        (after.metrics, after.directions),
+        (outcome.metrics, dict.fromkeys(outcome.metrics)),  # the method's own: none declared
+        (seq.metrics, seq.directions),
+        (attacks.metrics, attacks.directions),
+    ):
+        metrics.update(part)
+        directions.update(ways)
+    bookkeeping = {
+        "time/finetune_s": ft.seconds,
+        "time/unlearn_s": run.seconds["unlearn"],
+        "time/eval_s": run.seconds["eval"],
+        "finetune/cached": ft.cached,
+        "before/cached": before_cached,
+        "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "data/n_forget": len(run.eval_data.forget),
+        "data/n_retain": len(run.eval_data.retain),
+    }
+    metrics.update(bookkeeping)
+    directions.update(dict.fromkeys(bookkeeping))
+    directions = _every_key(metrics, directions)
     resume.write_run_config(run_dir, cfg)
+    outputs.write_json_atomic(run_dir / DIRECTIONS_FILE, directions)
     outputs.write_json_atomic(run_dir / outputs.METRICS_FILE, metrics)
-    print(f"\n{outputs.summary_table(before.metrics, after.metrics)}\nrun dir: {run_dir}")
-    return metrics
+    table = outputs.summary_table(before.metrics, after.metrics, after.directions)
+    print(f"\n{table}\nrun dir: {run_dir}")
+    return metrics, directions
+
+
+def _every_key(metrics: Mapping[str, object], directions: Mapping[str, bool | None]) -> dict:
+    """``directions`` for exactly the keys of ``metrics`` (None, with a warning, if undeclared)."""
+    missing = sorted(set(metrics) - set(directions))
+    if missing:
+        log.warning("No direction declared for %s; written as null", missing)
+    return {key: directions.get(key) for key in metrics}
 
 
 def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
     """Build every part and check them against the data and model before any expensive stage."""
     check_hub_access(cfg)
     benchmark = instantiate(cfg.benchmark)
-    method, attacks, utility = build_method(cfg.method), _attacks(cfg), _utility(cfg)
-    data = benchmark.load()
+    method, attacks = build_method(cfg.method), _attacks(cfg)
+    utility, utility_sets = _utility(cfg)
+    bench = benchmark.load()
+    data = bench.unlearn
     chat = instantiate(cfg.model)
     check_unlearn_data(data, chat)
     if hasattr(method, "check"):
         method.check(chat)
     requests = cfg.method.get("requests")
+    eval_data, eval_sets = data, bench.eval_sets
     if requests is not None:
         requests = sequential.check_requests(OmegaConf.to_container(requests), data, benchmark)
+        eval_data = sequential.evaluation_data(data, requests)
+        eval_sets = sequential.evaluation_sets(benchmark, data, requests)
     check_attacks(attacks, chat, data)
-    retain_reference.prepare(cfg, benchmark, data, model_cache_key(cfg), run_dir)
-    return _Stages(cfg, run_dir, benchmark, method, attacks, utility, data, chat, requests)
+    reference = retain_reference.prepare(cfg, benchmark, bench, model_cache_key(cfg), run_dir)
+    return _Stages(
+        cfg=cfg,
+        run_dir=run_dir,
+        benchmark=benchmark,
+        method=method,
+        attacks=attacks,
+        utility=utility,
+        utility_sets=utility_sets,
+        bench=bench,
+        chat=chat,
+        requests=requests,
+        eval_data=eval_data,
+        eval_sets=eval_sets,
+        reference=reference,
+    )
 
 
-def _unlearn(run: _Stages, before: EvalResult) -> tuple[UnlearnOutcome, dict[str, object]]:
+def _unlearn(
+    run: _Stages, before: EvalResult
+) -> tuple[UnlearnOutcome, sequential.SequentialResult]:
     """One unlearning call, or one per sequential request (with ``seq/<k>/`` metrics)."""
     if not run.requests:
-        return run.method.unlearn(run.chat, run.data), {}
+        return run.method.unlearn(run.chat, run.data), sequential.SequentialResult()
     seq = sequential.run_requests(
-        run.method, run.chat, run.data, run.requests, run.benchmark, before
+        run.method,
+        run.chat,
+        run.data,
+        run.requests,
+        run.benchmark,
+        before,
+        run.eval_sets,
+        run.reference,
     )
     sequential.plot_curve(seq.curve, run.run_dir / "sequential.png")
-    return seq.outcome, seq.metrics
+    return seq.outcome, seq
 
 
 @contextmanager
@@ -185,7 +262,7 @@ def _timed(run: _Stages, stage: str) -> Iterator[None]:
         run.seconds[stage] += time.perf_counter() - start
 
 
-def _write_artifacts(run: _Stages, before, after, outcome, attack_records, attack_info) -> None:
+def _write_artifacts(run: _Stages, before, after, outcome, attacks: AttackResults) -> None:
     """Generations, the method's tensors and info, attack records and (optionally) the model."""
     if run.cfg.save_model:
         run.chat.model.save_pretrained(run.run_dir / "unlearned_model", safe_serialization=True)
@@ -193,28 +270,29 @@ def _write_artifacts(run: _Stages, before, after, outcome, attack_records, attac
     outputs.write_generations(run.run_dir / "generations.jsonl", before, after)
     outputs.write_unlearn_artifacts(run.run_dir, outcome)
     if run.attacks:
-        outputs.write_attack_outputs(run.run_dir, attack_records, attack_info)
+        outputs.write_attack_outputs(run.run_dir, attacks.records, attacks.info)
 
 
-def _evaluate_target(
-    cfg, benchmark, chat, data, target_path: str, requests=None
-) -> tuple[EvalResult, bool]:
+def _evaluate_target(run: _Stages, target_path: str) -> tuple[EvalResult, bool]:
     """Evaluate the target model, reusing the stored result for a cached target model.
 
     The target model is the same for every method of a sweep, so its evaluation is stored next to
-    the cache, keyed by the target model's cache entry and the benchmark config.
+    the cache, keyed by the target model's cache entry and the benchmark config (and requests).
     """
+    evaluate = run.benchmark.evaluate
     if not target_path:
-        return benchmark.evaluate(chat, data), False
+        return evaluate(run.chat, run.eval_sets, run.reference), False
+    cfg = run.cfg
     bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg, *([requests] if requests else []))
+    extra = [run.requests] if run.requests else []
+    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg, *extra)
     stored = Path(cfg.paths.cache_dir) / "evals" / f"{key}.json"
     try:
         record = json.loads(stored.read_text())
         log.info("Target model evaluation loaded from %s", stored)
-        return EvalResult(record["metrics"], record["generations"]), True
+        return EvalResult(record["metrics"], record["generations"], record["directions"]), True
     except (OSError, ValueError, KeyError):
-        result = benchmark.evaluate(chat, data)
+        result = evaluate(run.chat, run.eval_sets, run.reference)
         stored.parent.mkdir(parents=True, exist_ok=True)
         outputs.write_json_atomic(stored, asdict(result))
         return result, False
@@ -225,23 +303,29 @@ def _attacks(cfg: DictConfig) -> dict[str, object]:
     return {name: instantiate(node) for name, node in (cfg.get("attack") or {}).items()}
 
 
-def _utility(cfg: DictConfig):
-    """The configured utility evaluation (``conf/utility/``), checked; None for ``utility=none``."""
+def _utility(cfg: DictConfig) -> tuple[object, Mapping[str, Any] | None]:
+    """The configured utility evaluation (``conf/utility/``) and its loaded, checked sets.
+
+    Both are None for ``utility=none``.
+    """
     if not cfg.get("utility"):
-        return None
+        return None, None
     utility = instantiate(cfg.utility)
-    utility.check()
-    return utility
+    return utility, utility.load()
 
 
-def _add_utility(utility, chat, result: EvalResult) -> EvalResult:
-    """``result`` plus the utility's metrics and records under ``utility/``."""
-    if utility is None:
+def _add_utility(run: _Stages, result: EvalResult) -> EvalResult:
+    """``result`` plus the utility's metrics, directions and records under ``utility/``."""
+    if run.utility is None:
         return result
-    extra = utility.evaluate(chat)
+    extra = run.utility.evaluate(run.chat, run.utility_sets)
     metrics = {**result.metrics, **{f"utility/{k}": v for k, v in extra.metrics.items()}}
+    directions = {
+        **result.directions,
+        **{f"utility/{k}": v for k, v in extra.directions.items()},
+    }
     records = {
         f"utility/{split}": [{**row, "split": f"utility/{split}"} for row in rows]
         for split, rows in extra.generations.items()
     }
-    return EvalResult(metrics, {**result.generations, **records})
+    return EvalResult(metrics, {**result.generations, **records}, directions)

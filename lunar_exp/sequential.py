@@ -10,20 +10,21 @@ the rest), so the curves are comparable; per-request forget ROUGE-1 comes from t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
+from typing import Any
 
-from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData, UnlearnOutcome
+from lunar_exp.interfaces import ChatModel, EdgeSplit, EvalResult, UnlearnData, UnlearnOutcome
 
 log = logging.getLogger(__name__)
 
 
 def check_requests(requests: object, data: UnlearnData, benchmark: object) -> list[list[str]]:
     """The requests as lists of edge names; one clear error for anything unusable."""
-    if not getattr(benchmark, "splits_by_edge", False):
+    if not isinstance(benchmark, EdgeSplit):
         raise ValueError(
             f"method.requests needs a benchmark whose forget set is chosen by edges (synthetic, "
             f"qa_json); {type(benchmark).__name__} is not. Fix: drop method.requests."
@@ -62,9 +63,14 @@ def request_data(data: UnlearnData, requests: list[list[str]], k: int) -> Unlear
     return replace(data, forget=forget, retain=retain)
 
 
+def requested_edges(requests: list[list[str]]) -> set[str]:
+    """Every edge some request names."""
+    return {edge for request in requests for edge in request}
+
+
 def evaluation_data(data: UnlearnData, requests: list[list[str]]) -> UnlearnData:
-    """Fixed evaluation sets: every requested edge is forget, every other edge retain."""
-    named = {edge for request in requests for edge in request}
+    """Fixed evaluation data: every requested edge is forget, every other edge retain."""
+    named = requested_edges(requests)
     items = data.forget + data.retain
     return replace(
         data,
@@ -73,19 +79,38 @@ def evaluation_data(data: UnlearnData, requests: list[list[str]]) -> UnlearnData
     )
 
 
+def evaluation_sets(
+    benchmark: EdgeSplit, data: UnlearnData, requests: list[list[str]]
+) -> Mapping[str, Any]:
+    """The benchmark's evaluation sets with every requested edge on the forget side."""
+    return benchmark.eval_sets_for(data, requested_edges(requests))
+
+
 @dataclass
 class SequentialResult:
     """Per-request metrics, the final evaluation and a combined outcome for the attacks."""
 
     metrics: dict[str, object] = field(default_factory=dict)
+    directions: dict[str, bool | None] = field(default_factory=dict)
     after: EvalResult | None = None
     outcome: UnlearnOutcome | None = None
     curve: list[dict[str, float]] = field(default_factory=list)
 
 
-def run_requests(method, chat: ChatModel, data: UnlearnData, requests, benchmark, before):
-    """Apply ``method`` request after request, evaluating after each one."""
-    eval_data = evaluation_data(data, requests)
+def run_requests(
+    method,
+    chat: ChatModel,
+    data: UnlearnData,
+    requests,
+    benchmark,
+    before: EvalResult,
+    eval_sets: Mapping[str, Any],
+    reference: Mapping[str, Any] | None = None,
+) -> SequentialResult:
+    """Apply ``method`` request after request, scoring ``eval_sets`` after each one.
+
+    ``seq/<k>/`` keys of the method's own metrics have no declared direction (None).
+    """
     result = SequentialResult(curve=[_curve_point(0, before, _request_scores(0, before, requests))])
     controls: list[Callable[[ChatModel], AbstractContextManager]] = []
     infos = []
@@ -96,11 +121,15 @@ def run_requests(method, chat: ChatModel, data: UnlearnData, requests, benchmark
         if outcome.control is not None:
             controls.append(outcome.control)
         with _all(controls, chat):
-            after = benchmark.evaluate(chat, eval_data)
+            after = benchmark.evaluate(chat, eval_sets, reference)
         result.metrics.update({f"seq/{k}/{key}": v for key, v in after.metrics.items()})
+        result.directions.update({f"seq/{k}/{key}": v for key, v in after.directions.items()})
         result.metrics.update({f"seq/{k}/{key}": v for key, v in outcome.metrics.items()})
+        result.directions.update({f"seq/{k}/{key}": None for key in outcome.metrics})
         scores = _request_scores(k, after, requests)
         result.metrics.update(scores)
+        way = after.directions.get(REQUEST_SCORE)
+        result.directions.update({key: way for key in scores})
         result.curve.append(_curve_point(k, after, scores))
         infos.append(dict(outcome.info))
         result.after = after
@@ -128,13 +157,17 @@ def _combined(infos: list[dict], controls) -> UnlearnOutcome:
     return UnlearnOutcome({}, {}, info, control)
 
 
+# Each request's share of the forget set is scored by the forget items' ROUGE-1 recall.
+REQUEST_SCORE = "forget/rouge1_recall"
+
+
 def _request_scores(k: int, result: EvalResult, requests) -> dict[str, float]:
     rows = result.generations.get("forget", [])
     scores = {}
     for j, request in enumerate(requests, start=1):
         values = [r["rouge1_recall"] for r in rows if r.get("edge") in request]
         if values:
-            scores[f"seq/{k}/request_{j}/forget/rouge1_recall"] = fmean(values)
+            scores[f"seq/{k}/request_{j}/{REQUEST_SCORE}"] = fmean(values)
     return scores
 
 

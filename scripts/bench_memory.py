@@ -77,7 +77,7 @@ def measure(n_retain: int) -> dict:
     torch.set_num_threads(1)
     cfg = _config(n_retain)
     start, stages = time.perf_counter(), {}
-    data = instantiate(cfg.benchmark).load()
+    data = instantiate(cfg.benchmark).load().unlearn
     chat = instantiate(cfg.model)
     stages["load"] = _stage(start)
     pairs = encode_item_pairs(chat.tokenizer, data.retain, chat.system_prompt)

@@ -46,12 +46,17 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
     seed_everything(cfg.seed)
-    benchmark, data = instantiate(cfg.benchmark), None
-    data = benchmark.load()
+    benchmark = instantiate(cfg.benchmark)
+    bench = benchmark.load()
+    data = bench.unlearn
     chat = instantiate(cfg.model)
+
+    def evaluate():
+        return benchmark.evaluate(chat, bench.eval_sets, bench.retain_reference)
+
     report = instantiate(cfg.finetune).run(chat, data, model_cache_key(cfg))
     target_state = {k: v.clone() for k, v in chat.model.state_dict().items()}
-    rows = [{"variant": "target model (before)", **_pick(benchmark.evaluate(chat, data).metrics)}]
+    rows = [{"variant": "target model (before)", **_pick(evaluate().metrics)}]
     base = OmegaConf.to_container(cfg.method, resolve=True)
     base.pop("requests", None)
     for name, change in VARIANTS.items():
@@ -60,7 +65,7 @@ def main() -> None:
         start = time.perf_counter()
         outcome = method.unlearn(chat, data)
         seconds = time.perf_counter() - start
-        after = benchmark.evaluate(chat, data)
+        after = evaluate()
         sample = after.generations["forget"][0]["response"]
         fit = {
             k.split("/")[1]: round(v, 3)

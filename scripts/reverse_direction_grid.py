@@ -37,14 +37,18 @@ def main() -> None:
         cfg = compose("config", overrides=args.overrides)
     seed_everything(cfg.seed)
     benchmark = instantiate(cfg.benchmark)
-    data = benchmark.load()
+    bench = benchmark.load()
+    data = bench.unlearn
     chat = instantiate(cfg.model)
     report = instantiate(cfg.finetune).run(chat, data, model_cache_key(cfg))
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     method_cfg.pop("requests", None)
     outcome = instantiate(method_cfg).unlearn(chat, data)
-    after = benchmark.evaluate(chat, data)
-    target = AttackTarget(chat, data, benchmark, outcome, after)
+    reference = bench.retain_reference
+    after = benchmark.evaluate(chat, bench.eval_sets, reference)
+    target = AttackTarget(
+        chat, data, benchmark, bench.eval_sets, bench.generation, outcome, after, reference
+    )
     rows = [{"attack": "none (unlearned model)", **_pick(after.metrics)}]
     for source in ("saved", "recompute"):
         for scale in scales:

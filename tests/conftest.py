@@ -38,15 +38,20 @@ def toy_benchmark():
 
 
 @pytest.fixture
-def toy_data():
+def toy_bench_data():
     return toy_benchmark().load()
+
+
+@pytest.fixture
+def toy_data(toy_bench_data):
+    return toy_bench_data.unlearn
 
 
 @pytest.fixture(scope="session")
 def _tiny_target_state():
     """A tiny model fine-tuned on the toy data, so there is something to unlearn."""
     chat = tiny_llama(seed=0)
-    items = toy_benchmark().load().finetune_items()
+    items = toy_benchmark().load().unlearn.finetune_items()
     pairs = encode_pairs(
         chat.tokenizer, [q.question for q in items], [q.answer for q in items], chat.system_prompt
     )

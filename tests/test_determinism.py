@@ -17,9 +17,9 @@ def unlearn_once(method: str, state: dict) -> tuple[dict, dict]:
     chat = tiny_llama(seed=0)
     chat.model.load_state_dict(state)
     benchmark = toy_benchmark()
-    data = benchmark.load()
-    outcome = build_method(cfg.method).unlearn(chat, data)
-    metrics = benchmark.evaluate(chat, data).metrics
+    bench = benchmark.load()
+    outcome = build_method(cfg.method).unlearn(chat, bench.unlearn)
+    metrics = benchmark.evaluate(chat, bench.eval_sets).metrics
     metrics.update({k: v for k, v in outcome.metrics.items() if not k.startswith("time/")})
     return metrics, {k: v.clone() for k, v in chat.model.state_dict().items()}
 

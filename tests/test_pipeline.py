@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
+from tests.legacy_directions import assert_directions_as_before
 
 REQUIRED_KEYS = [
     "before/forget/rouge1_recall",
@@ -41,13 +42,20 @@ def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
     assert (out / "lunar_exp.log").is_file() and (out / ".hydra" / "config.yaml").is_file()
     assert json.loads((out / "unlearn_info.json").read_text())["layers"] == [2]
     assert (out / "unlearn_vectors.safetensors").is_file()
-    assert "Deviation Score" in first.stdout
+    assert "Deviation Score ↓" in first.stdout
+    # every metrics.json key has a declared direction, the same as the old table's
+    directions = json.loads((out / "metric_directions.json").read_text())
+    assert_directions_as_before(metrics, directions)
+    assert directions["before/deviation_score"] is False and directions["forget/mrr"] is False
+    assert directions["forget/refusal_rate"] is True and directions["retain/answer_nll"] is False
 
     second = run_cli(["+exp=smoke", "save_model=true"], tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
     rerun = json.loads((out / "metrics.json").read_text())
     assert rerun["finetune/cached"] is True and rerun["before/cached"] is True
     assert rerun["before/deviation_score"] == metrics["before/deviation_score"]
+    # the stored target-model evaluation keeps its directions
+    assert json.loads((out / "metric_directions.json").read_text()) == directions
     assert "Target model loaded from cache" in (out / "lunar_exp.log").read_text()
     assert (out / "unlearned_model" / "model.safetensors").is_file()
     assert (out / "metrics.previous.json").is_file()  # the first run's results, moved aside
@@ -119,4 +127,7 @@ def test_multirun_over_every_method_fine_tunes_once(tmp_path):
     for metrics in runs.values():
         assert not [k for k in REQUIRED_KEYS if k not in metrics]
         assert metrics["unlearn/params_changed"] > 0
+    for path in found:  # every method's metrics have their declared directions
+        directions = json.loads((path.parent / "metric_directions.json").read_text())
+        assert_directions_as_before(json.loads(path.read_text()), directions)
     assert sum(not m["finetune/cached"] for m in runs.values()) == 1

@@ -5,8 +5,9 @@ import json
 import pytest
 from PIL import Image
 
-from lunar_exp.sequential import check_requests, evaluation_data, request_data
+from lunar_exp.sequential import check_requests, evaluation_data, evaluation_sets, request_data
 from tests.conftest import run_cli, toy_benchmark
+from tests.legacy_directions import assert_directions_as_before
 
 REQUESTS = [["person_00"], ["person_01"], ["person_02"]]
 
@@ -25,6 +26,9 @@ def test_evaluation_sets_are_the_same_for_every_request(toy_data):
     data = evaluation_data(toy_data, REQUESTS)
     assert {item.edge for item in data.forget} == {"person_00", "person_01", "person_02"}
     assert {item.edge for item in data.retain} == {"person_03"}
+    # the benchmark's EdgeSplit ability builds the same sets, in the same order
+    sets = evaluation_sets(toy_benchmark(), toy_data, REQUESTS)
+    assert sets == {"forget": data.forget, "retain": data.retain}
 
 
 @pytest.mark.parametrize(
@@ -42,8 +46,12 @@ def test_bad_requests_are_clear_errors(toy_data, requests, message):
 
 
 def test_benchmarks_with_fixed_evaluation_sets_refuse_requests(toy_data):
-    class FixedSets:
-        pass
+    class FixedSets:  # a benchmark without the EdgeSplit ability
+        name = "fixed"
+
+        def load(self): ...
+
+        def evaluate(self, chat, eval_sets, reference=None): ...
 
     with pytest.raises(ValueError, match="chosen by edges"):
         check_requests(REQUESTS, toy_data, FixedSets())
@@ -63,5 +71,9 @@ def test_three_requests_write_seq_metrics_and_the_plot(tmp_path):
     assert "seq/4/deviation_score" not in metrics
     assert metrics["data/n_forget"] == 6 and metrics["data/n_retain"] == 2
     assert metrics["deviation_score"] == metrics["seq/3/deviation_score"]
+    directions = json.loads((run_dir / "metric_directions.json").read_text())
+    assert directions["seq/2/request_1/forget/rouge1_recall"] is False
+    assert directions["seq/3/retain/rouge1_recall"] is True
+    assert_directions_as_before(metrics, directions)
     with Image.open(run_dir / "sequential.png") as image:
         assert image.size[0] > 500

@@ -9,15 +9,30 @@ import yaml
 from PIL import Image
 
 from lunar_exp.table.__main__ import main
-from lunar_exp.table.layout import direction, load_layout
+from lunar_exp.table.layout import load_layout
 from lunar_exp.table.render import build_table, cell, to_markdown
 from lunar_exp.table.runs import find_run_dirs, read_run_dir
 from lunar_exp.table.wandb_runs import record_from_wandb
 from tests.conftest import run_cli
+from tests.legacy_directions import assert_directions_as_before, old_higher_is_better
 
 
-def fake_run(root, method, seed, metrics=None, attack=None, info=None, benchmark="toy", variant=""):
-    """A run dir as Hydra and the pipeline leave it; metrics=None is a failed run."""
+def fake_run(
+    root,
+    method,
+    seed,
+    metrics=None,
+    attack=None,
+    info=None,
+    benchmark="toy",
+    variant="",
+    directions=True,
+):
+    """A run dir as Hydra and the pipeline leave it; metrics=None is a failed run.
+
+    ``directions``: write ``metric_directions.json`` as the pipeline does (the evaluations'
+    declarations, here the rule they follow); False leaves it out, as runs made before it did.
+    """
     run = root / benchmark / "tiny" / method / f"seed{seed}" / variant
     (run / ".hydra").mkdir(parents=True)
     target = {"_target_": f"lunar_exp.methods.{method}.X"}
@@ -30,6 +45,9 @@ def fake_run(root, method, seed, metrics=None, attack=None, info=None, benchmark
     (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     if metrics is not None:
         (run / "metrics.json").write_text(json.dumps(metrics))
+        if directions:
+            declared = {key: old_higher_is_better(key) for key in metrics}
+            (run / "metric_directions.json").write_text(json.dumps(declared))
     if info is not None:
         (run / "unlearn_info.json").write_text(json.dumps(info))
     return run
@@ -169,13 +187,36 @@ def test_cli_without_runs_fails(tmp_path, capsys):
     assert "no runs" in capsys.readouterr().err
 
 
-def test_directions_drop_attack_and_before_prefixes():
-    assert direction("attack/layer_skip/deviation_score") is False
-    assert direction("attack/relearn/forget/rouge1_recall") is False
-    assert direction("attack/relearn/retain/rouge1_recall") is True
-    assert direction("seq/2/forget/refusal_rate") is True
-    assert direction("before/deviation_score") is False
-    assert direction("privleak") is None
+def test_directions_are_read_from_the_runs(sweep):
+    records = [read_run_dir(p) for p in find_run_dirs(sweep)]
+    lunar = next(r for r in records if r.labels["method"] == "lunar")
+    assert lunar.directions["attack/layer_skip/deviation_score"] is False
+    assert lunar.directions["before/forget/rouge1_recall"] is False
+    table = build_table(records, load_layout())
+    assert table.directions["attack/layer_skip/forget/rouge1_recall"] is False
+    assert table.directions["forget/refusal_rate"] is True
+    # the target row's directions are the runs' before/ ones, without the prefix
+    target = build_table(records, load_layout(), ["retain/rouge1_recall"])
+    assert target.directions == {"retain/rouge1_recall": True}
+
+
+def test_runs_without_declared_directions_get_no_marks_and_no_best(tmp_path):
+    fake_run(tmp_path, "lunar", 0, result(0.0, 0.9), directions=False)
+    fake_run(tmp_path, "ga", 0, result(0.5, 0.8), directions=False)
+    assert main([str(tmp_path), "--out", str(tmp_path / "t.md"), "--no-plots"]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "| Method | n | n_failed | Forget R1 | Retain R1 | DS |" in text
+    assert "↓" not in text and "↑" not in text and "**" not in text
+
+
+def test_a_direction_the_runs_disagree_on_is_not_used(tmp_path):
+    fake_run(tmp_path, "lunar", 0, result(0.0, 0.9))
+    run = fake_run(tmp_path, "ga", 0, result(0.5, 0.8))
+    declared = json.loads((run / "metric_directions.json").read_text())
+    (run / "metric_directions.json").write_text(json.dumps({**declared, "deviation_score": True}))
+    table = build_table([read_run_dir(p) for p in find_run_dirs(tmp_path)], load_layout())
+    assert "deviation_score" not in table.directions
+    assert table.directions["forget/rouge1_recall"] is False
 
 
 def test_cell_formatting():
@@ -185,9 +226,14 @@ def test_cell_formatting():
 
 
 def test_wandb_records_become_the_same_rows():
-    config = {"seed": 1, "hydra_choices": {"benchmark": "toy", "model": "tiny", "method": "npo"}}
+    config = {
+        "seed": 1,
+        "hydra_choices": {"benchmark": "toy", "model": "tiny", "method": "npo"},
+        "metric_directions": {"deviation_score": False, "finetune/cached": None, "bad": "up"},
+    }
     summary = {"deviation_score": 12.0, "_runtime": 3.0, "finetune/cached": True, "note": "x"}
     record = record_from_wandb("me/proj/abc", "finished", config, summary)
+    assert dict(record.directions) == {"deviation_score": False, "finetune/cached": None}
     assert record.source == "me/proj/abc" and record.seed == 1 and not record.failed
     assert dict(record.labels) == {
         "benchmark": "toy",
@@ -204,6 +250,7 @@ def test_wandb_records_become_the_same_rows():
     layout = load_layout()
     text = to_markdown(build_table([record, crashed], layout), layout)
     assert "| NPO | 1 | 0 | 12.0 |" in text and "- me/proj/def" in text
+    assert "DS ↓" in text
 
 
 def test_real_tiny_sweep_end_to_end(tmp_path):
@@ -229,6 +276,12 @@ def test_real_tiny_sweep_end_to_end(tmp_path):
         "| GA | 1 | 1 |"
     )
     assert f"- {broken}" in text
+    assert "Forget R1 ↓" in text and "DS ↓" in text  # the runs' own declarations
+    for run in runs:
+        if (run / "metrics.json").is_file():
+            metrics = json.loads((run / "metrics.json").read_text())
+            directions = json.loads((run / "metric_directions.json").read_text())
+            assert_directions_as_before(metrics, directions)
     with Image.open(out.parent / "forget_retain.png") as image:
         image.verify()
     latex = tmp_path / "report" / "table.tex"

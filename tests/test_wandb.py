@@ -80,6 +80,9 @@ def test_offline_run_mirrors_metrics_losses_and_generations_without_secrets(tmp_
     assert len(json.loads(table.read_text())["data"]) == len(lines) > 0
     assert run["config"]["hydra_choices"]["method"] == "ga"
     assert run["config"]["seed"] == 0 and run["exit_code"] == 0
+    directions = json.loads((out / "metric_directions.json").read_text())
+    assert run["config"]["metric_directions"] == directions  # the table reads them back
+    assert directions["deviation_score"] is False
     assert SECRET not in result.stdout + result.stderr
     for root in (out, tmp_path / "wandb"):
         leaked = [p for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]

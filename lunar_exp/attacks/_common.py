@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from lunar_exp.hooks import decoder_layers
-from lunar_exp.interfaces import Benchmark, ChatModel, EvalResult, UnlearnData, UnlearnOutcome
+from lunar_exp.interfaces import (
+    Benchmark,
+    ChatModel,
+    EvalResult,
+    Generation,
+    UnlearnData,
+    UnlearnOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +39,31 @@ class AttackTarget:
 
     Attributes:
         chat: the unlearned model (must be bit-identical after the attack).
-        data: the run's forget/retain data.
+        data: the run's forget/retain data (all requested edges as forget for sequential runs).
         benchmark: the run's benchmark; its ``evaluate`` scores the attacked model.
+        eval_sets: the evaluation sets every evaluation of the run scores.
+        generation: the benchmark's generation settings, for attacks that score QA items.
         outcome: the method's report (LUNAR's unlearning vectors, edited layers, coefficients).
         after: the unlearned model's own evaluation (the baseline every attack is compared to).
+        reference: the run's retain-model reference, passed to every evaluation.
         control: switches inference-time unlearning on (LUNAR ``mode=hook``); a no-op otherwise.
     """
 
     chat: ChatModel
     data: UnlearnData
     benchmark: Benchmark
+    eval_sets: Mapping[str, Any]
+    generation: Generation
     outcome: UnlearnOutcome
-    after: EvalResult
+    after: EvalResult | None
+    reference: Mapping[str, Any] | None = None
     control: Callable[[ChatModel], AbstractContextManager] = no_control
 
-    def evaluate(self, chat: ChatModel | None = None, data: UnlearnData | None = None):
+    def evaluate(self, chat: ChatModel | None = None) -> EvalResult:
         """The benchmark's evaluation of ``chat`` (default: the unlearned model), control on."""
         model = chat or self.chat
         with self.control(model):
-            return self.benchmark.evaluate(model, data or self.data)
+            return self.benchmark.evaluate(model, self.eval_sets, self.reference)
 
 
 def edited_layers(target: AttackTarget, layers: list[int] | None) -> list[int]:

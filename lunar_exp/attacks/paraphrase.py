@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from lunar_exp.attacks._common import AttackTarget
 from lunar_exp.attacks._qa import score_qa
+from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
 from lunar_exp.interfaces import EvalResult, UnlearnData
 from lunar_exp.metrics.text import deviation_score
 
@@ -27,11 +28,15 @@ class Paraphrase:
         """Score the paraphrased forget questions; DS uses the unlearned model's retain score."""
         rephrased = tuple(replace(item, question=item.paraphrase) for item in target.data.forget)
         with target.control(target.chat):
-            result = score_qa(target.chat, target.benchmark, {"forget": rephrased})
+            result = score_qa(target.chat, target.generation, {"forget": rephrased})
         retain = target.after.metrics.get("retain/rouge1_recall")
         if retain is not None:
             result.metrics["retain/rouge1_recall"] = retain
+            result.directions["retain/rouge1_recall"] = target.after.directions[
+                "retain/rouge1_recall"
+            ]
             result.metrics["deviation_score"] = deviation_score(
                 result.metrics["forget/rouge1_recall"], retain
             )
+            result.directions.update(DEVIATION_SCORE)
         return result, {}

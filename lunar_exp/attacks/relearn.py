@@ -61,7 +61,7 @@ class Relearn:
             self._train(clone, slice_)
             nll_after = _nll_pair(clone, slice_, held_out)
             result = score_qa(
-                clone, target.benchmark, {"forget": held_out, "retain": target.data.retain}
+                clone, target.generation, {"forget": held_out, "retain": target.data.retain}
             )
         return result, {
             "trained/answer_nll_before": nll_before[0],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from lunar_exp.attacks._common import AttackTarget
 from lunar_exp.interfaces import EvalResult
@@ -18,26 +19,46 @@ def check_attacks(attacks: Mapping[str, object], chat, data) -> None:
         attack.check(chat, data)
 
 
-def run_attacks(attacks: Mapping[str, object], target: AttackTarget) -> tuple[dict, dict, dict]:
+@dataclass
+class AttackResults:
+    """What the attacks of a run produced.
+
+    Attributes:
+        metrics: ``attack/<name>/<key>`` (the attack's evaluation and numeric details) and
+            ``time/attack/<name>_s``.
+        directions: which way is better for every key of ``metrics``: the evaluation's declared
+            directions; None for the details and times (no preferred direction declared).
+        records: per-item records by ``attack/<name>/<split>``.
+        info: the attacks' non-numeric details (layers, backend), by attack name.
+    """
+
+    metrics: dict[str, object] = field(default_factory=dict)
+    directions: dict[str, bool | None] = field(default_factory=dict)
+    records: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    info: dict[str, dict[str, object]] = field(default_factory=dict)
+
+
+def run_attacks(attacks: Mapping[str, object], target: AttackTarget) -> AttackResults:
     """Metrics ``attack/<name>/<key>`` (with the attack's own DS), per-item records and info.
 
     Numeric details an attack reports (how far quantization moved the weights, held-out NLL
     before and after relearning) become metrics too; other details (layers, backend) go to info.
     """
-    metrics: dict[str, object] = {}
-    records: dict[str, list[dict[str, object]]] = {}
-    details: dict[str, dict[str, object]] = {}
+    out = AttackResults()
     for name, attack in attacks.items():
         log.info("Attack %s", name)
         start = time.perf_counter()
         result, info = attack.evaluate(target)
-        metrics.update(_prefixed(name, result, info, time.perf_counter() - start))
-        details[name] = {k: v for k, v in info.items() if not _is_number(v)}
+        out.metrics.update(_prefixed(name, result, info, time.perf_counter() - start))
+        out.directions.update({f"attack/{name}/{k}": v for k, v in result.directions.items()})
+        details = [f"attack/{name}/{k}" for k, v in info.items() if _is_number(v)]
+        out.directions.update(dict.fromkeys([*details, f"time/attack/{name}_s"]))
+        out.info[name] = {k: v for k, v in info.items() if not _is_number(v)}
         for split, rows in result.generations.items():
-            records[f"attack/{name}/{split}"] = [
+            out.records[f"attack/{name}/{split}"] = [
                 {**row, "split": f"attack/{name}/{split}"} for row in rows
             ]
-    return metrics, records, details
+    return out
 
 
 def _is_number(value: object) -> bool:

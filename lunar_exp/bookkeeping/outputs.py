@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from lunar_exp.interfaces import EvalResult, UnlearnOutcome
-from lunar_exp.metrics.directions import arrow
 
 METRICS_FILE = "metrics.json"
 
@@ -81,8 +80,20 @@ def write_unlearn_artifacts(run_dir: Path, outcome: UnlearnOutcome) -> None:
     write_json_atomic(run_dir / "unlearn_info.json", dict(outcome.info))
 
 
-def summary_table(before: Mapping[str, float], after: Mapping[str, float]) -> str:
-    """A before/after text table: the headline rows first, then every other numeric metric."""
+# Marks of which way is better (a metric's declared direction).
+ARROWS = {True: "↑", False: "↓", None: "→0"}
+
+
+def summary_table(
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+    directions: Mapping[str, bool | None],
+) -> str:
+    """A before/after text table: the headline rows first, then every other numeric metric.
+
+    Each label ends with the metric's direction mark (``directions``, as the evaluation
+    declared it): ↑ higher is better, ↓ lower, →0 closer to a target.
+    """
     labels = dict(SUMMARY_ROWS)
     keys = [k for k, _ in SUMMARY_ROWS if k in after]
     keys += sorted(
@@ -91,7 +102,7 @@ def summary_table(before: Mapping[str, float], after: Mapping[str, float]) -> st
     width = max([24, *(len(labels.get(k, k)) + 4 for k in keys)])
     lines = [f"{'metric':<{width}}{'before':>10}{'after':>10}", "-" * (width + 20)]
     for key in keys:
-        label = f"{labels.get(key, key)} {arrow(key)}"
+        label = f"{labels.get(key, key)} {ARROWS[directions.get(key)]}"
         old = before.get(key)
         old_text = f"{old:>10.3f}" if isinstance(old, int | float) else f"{'-':>10}"
         new = after[key]

@@ -23,7 +23,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The padding token id, falling back to end-of-sequence for tokenizers without one."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    token = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if not isinstance(token, int):
+        raise ValueError(
+            f"Tokenizer {type(tokenizer).__name__} has neither a pad nor an end-of-sequence token "
+            "id. Fix: use a tokenizer with an eos token."
+        )
+    return token
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,8 @@ def normalised_prob(correct_loss: float, perturbed_losses: Sequence[float]) -> f
 
 def forget_quality(forget_ratios: Sequence[float], reference_ratios: Sequence[float]) -> float:
     """Two-sided two-sample KS p-value of forget truth ratios against the retain model's."""
-    return float(stats.ks_2samp(list(forget_ratios), list(reference_ratios)).pvalue)
+    result = stats.ks_2samp(list(forget_ratios), list(reference_ratios))
+    return float(result.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 # The nine numbers whose harmonic mean is the model utility (configs/eval/tofu_metrics).

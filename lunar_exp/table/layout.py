@@ -8,12 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from lunar_exp.metrics.directions import higher_is_better
 from lunar_exp.table.runs import DEFAULT_VARIANT
 
 DEFAULT_LAYOUT = Path(__file__).resolve().parents[2] / "conf" / "table" / "paper.yaml"
-# Key prefixes that do not change which way a metric is better.
-_PREFIXES = ("attack", "seq", "before")
+# Marks of the directions the runs declare (metric_directions.json).
+ARROWS = {True: "↑", False: "↓", None: "→0"}
 
 
 @dataclass(frozen=True)
@@ -82,18 +81,6 @@ def load_layout(path: Path = DEFAULT_LAYOUT) -> Layout:
     return Layout(*({str(k): str(v) for k, v in (values.get(s) or {}).items()} for s in sections))
 
 
-def direction(key: str) -> bool | None:
-    """True/False when higher/lower is better, None when closer to 0 is.
-
-    ``attack/<name>/``, ``seq/<k>/`` and ``before/`` prefixes are dropped first, so an attacked
-    Deviation Score is still lower-is-better.
-    """
-    parts = key.split("/")
-    while len(parts) > 1 and parts[0] in _PREFIXES:
-        parts = parts[2:] if parts[0] in ("attack", "seq") else parts[1:]
-    return higher_is_better("/".join(parts))
-
-
-def arrow(key: str) -> str:
-    """↑ higher is better, ↓ lower, →0 closer to 0."""
-    return {True: "↑", False: "↓", None: "→0"}[direction(key)]
+def arrow(directions: Mapping[str, bool | None], key: str) -> str:
+    """↑ higher is better, ↓ lower, →0 closer to a target; empty when no run declared one."""
+    return ARROWS[directions[key]] if key in directions else ""

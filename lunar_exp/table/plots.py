@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lunar_exp.table.layout import Layout
-from lunar_exp.table.runs import RunRecord, tidy_frame
+from lunar_exp.table.layout import Layout, arrow
+from lunar_exp.table.runs import RunRecord, merged_directions, tidy_frame
 
 FORGET, RETAIN = "forget/rouge1_recall", "retain/rouge1_recall"
 DS = "deviation_score"
@@ -77,13 +77,16 @@ def plot_forget_retain(records: Sequence[RunRecord], path: Path, layout: Layout)
     ]
     if not blocks:
         return None
+    directions = merged_directions(records)
+    xlabel = f"retain ROUGE-1 recall {arrow(directions, RETAIN)}".rstrip()
+    ylabel = f"forget ROUGE-1 recall {arrow(directions, FORGET)}".rstrip()
     fig = Figure(figsize=(5 * len(blocks), 4.6), layout="constrained")
     for ax, ((benchmark, model), block) in zip(
         np.atleast_1d(fig.subplots(1, len(blocks))), blocks, strict=True
     ):
         _scatter_block(ax, block, layout)
         ax.set(xlim=(-0.02, 1.05), ylim=(-0.02, 1.05), aspect="equal")
-        ax.set(xlabel="retain ROUGE-1 recall ↑", ylabel="forget ROUGE-1 recall ↓")
+        ax.set(xlabel=xlabel, ylabel=ylabel)
         ax.set_title(f"{benchmark} / {model}")
         ax.legend(fontsize=7, loc="upper left")
     fig.savefig(path, dpi=120)
@@ -149,10 +152,15 @@ def plot_attack_bars(records: Sequence[RunRecord], path: Path, layout: Layout) -
     if not attacks:
         return None
     blocks = _blocks(tidy)
+    directions = merged_directions(records)
+    panels = [
+        (key, f"{label} {arrow(directions, key)}".rstrip())
+        for key, label in ((FORGET, "forget ROUGE-1"), (DS, "DS"))
+    ]
     fig = Figure(figsize=(max(8, 1.6 * len(attacks) + 4), 3.6 * len(blocks)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(blocks), 2))
     for row, ((benchmark, model), block) in zip(axes, blocks, strict=True):
-        for ax, (key, label) in zip(row, [(FORGET, "forget ROUGE-1 ↓"), (DS, "DS ↓")], strict=True):
+        for ax, (key, label) in zip(row, panels, strict=True):
             _bars(ax, _attack_means(block, attacks, key), layout)
             ax.set(ylabel=label, title=f"{benchmark} / {model}")
     axes[0][0].legend(fontsize=7)

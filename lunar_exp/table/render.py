@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lunar_exp.table.layout import Column, Layout, arrow, direction
+from lunar_exp.table.layout import Column, Layout, arrow
 from lunar_exp.table.runs import (
     DEFAULT_VARIANT,
     GROUP_KEYS,
     NO_ATTACK,
     TARGET_METHOD,
     RunRecord,
+    merged_directions,
     run_counts,
     target_records,
     tidy_frame,
@@ -42,6 +43,8 @@ class Table:
         constant: group key -> value for those that do not (shown above the table).
         failed: sources (run dirs, W&B paths) of the failed runs.
         has_target: whether a row is the target model's (see :data:`TARGET_NOTE`).
+        directions: column key -> which way is better, as the runs declared it (columns no run
+            declared a direction for are absent: no mark, no best cell).
     """
 
     frame: pd.DataFrame
@@ -50,6 +53,7 @@ class Table:
     constant: dict[str, str]
     failed: list[str]
     has_target: bool = False
+    directions: dict[str, bool | None] = field(default_factory=dict)
 
 
 def build_table(
@@ -82,7 +86,9 @@ def build_table(
         k: value for k, value in first.items() if k not in labels and value != UNREMARKABLE.get(k)
     }
     failed = sorted(run.source for run in records if run.failed)
-    return Table(frame, columns, labels, constant, failed, bool(targets))
+    declared = merged_directions(records)
+    directions = {c.key: declared[c.key] for c in columns if c.key in declared}
+    return Table(frame, columns, labels, constant, failed, bool(targets), directions)
 
 
 def _row_order(index: tuple, layout: Layout) -> tuple:
@@ -95,12 +101,17 @@ def _row_order(index: tuple, layout: Layout) -> tuple:
 
 
 def best_rows(table: Table, column: Column) -> pd.Series:
-    """True for the best mean of a column within each benchmark × model block, if any differ."""
+    """True for the best mean of a column within each benchmark × model block, if any differ.
+
+    A column without a declared direction has no best cell.
+    """
     methods = table.frame.index.get_level_values("method")
     means = table.frame[f"{column.key} mean"].where(methods != TARGET_METHOD)
-    way = direction(column.key)
-    score = means if way is False else (-means if way else means.abs())
     best = pd.Series(False, index=means.index)
+    if column.key not in table.directions:
+        return best
+    way = table.directions[column.key]
+    score = means if way is False else (-means if way else means.abs())
     for _, block in score.groupby(level=["benchmark", "model"]):
         block = block.dropna()
         if len(block) >= 2 and block.min() < block.max():  # a tie everywhere marks nothing
@@ -120,7 +131,7 @@ def cell(mean: float, std: float) -> str:
 def _body(table: Table, layout: Layout, bold) -> tuple[list[str], list[list[str]]]:
     """Header and body cells; ``bold`` wraps the best cell of every column."""
     header = [*table.labels.values(), "n", "n_failed"]
-    header += [f"{c.label} {arrow(c.key)}" for c in table.columns]
+    header += [f"{c.label} {arrow(table.directions, c.key)}".rstrip() for c in table.columns]
     best = {c.key: best_rows(table, c) for c in table.columns}
     rows = []
     for index, row in table.frame.iterrows():

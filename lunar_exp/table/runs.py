@@ -1,7 +1,8 @@
 """Run dirs (or W&B runs) -> :class:`RunRecord` objects -> one tidy frame.
 
 A run dir is a directory holding ``.hydra/config.yaml``. Its result is ``metrics.json``; a run
-dir without one is a failed (or unfinished) run and is kept, so tables can flag it.
+dir without one is a failed (or unfinished) run and is kept, so tables can flag it. Which way is
+better for each metric is the run's own declaration, ``metric_directions.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ DEFAULT_VARIANT = "default"
 # The row of the fine-tuned model before unlearning, read from the runs' ``before/`` metrics.
 TARGET_METHOD = "target"
 _BEFORE = "before/"
+# The run's metric directions, written by the pipeline next to metrics.json.
+DIRECTIONS_FILE = "metric_directions.json"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class RunRecord:
         seed: the run's seed; None when unknown.
         metrics: the run's results; None for a failed or unfinished run.
         info: ``unlearn_info.json`` (LUNAR's layers and layer sweep); empty when absent.
+        directions: metric key -> True (higher is better), False (lower) or None (closer to a
+            target), as the run declared them; empty for runs that declared none.
     """
 
     source: str
@@ -47,6 +52,7 @@ class RunRecord:
     seed: int | None
     metrics: Mapping[str, object] | None
     info: Mapping[str, object] = field(default_factory=dict)
+    directions: Mapping[str, bool | None] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -126,7 +132,24 @@ def read_run_dir(run_dir: Path) -> RunRecord:
         seed=_seed(config),
         metrics=_read_json(run_dir / "metrics.json"),
         info=_read_json(run_dir / "unlearn_info.json") or {},
+        directions=read_directions(_read_json(run_dir / DIRECTIONS_FILE)),
     )
+
+
+def read_directions(value: object) -> dict[str, bool | None]:
+    """The valid entries of a declared directions mapping (True, False or None per key)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if v is None or isinstance(v, bool)}
+
+
+def merged_directions(records: Sequence[RunRecord]) -> dict[str, bool | None]:
+    """Which way is better per metric, over every run; a key the runs disagree on is left out."""
+    found: dict[str, set] = {}
+    for run in records:
+        for key, way in run.directions.items():
+            found.setdefault(key, set()).add(way)
+    return {key: ways.pop() for key, ways in found.items() if len(ways) == 1}
 
 
 def is_number(value: object) -> bool:
@@ -179,7 +202,12 @@ def target_records(records: Sequence[RunRecord]) -> list[RunRecord]:
             continue
         labels = {**run.labels, "method": TARGET_METHOD, "variant": DEFAULT_VARIANT}
         key = (*labels.values(), tuple(sorted(before.items())))
-        found.setdefault(key, RunRecord(f"{run.source} (before)", labels, run.seed, before))
+        directions = {
+            k[len(_BEFORE) :]: way for k, way in run.directions.items() if k.startswith(_BEFORE)
+        }
+        found.setdefault(
+            key, RunRecord(f"{run.source} (before)", labels, run.seed, before, {}, directions)
+        )
     return list(found.values())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lunar_exp.table.runs import RunRecord, is_number, labels_from
+from lunar_exp.table.runs import RunRecord, is_number, labels_from, read_directions
 
 # W&B run states; only "finished" runs have complete results.
 FINISHED = "finished"
@@ -24,7 +24,7 @@ def record_from_wandb(
         state: the run's state (``finished``, ``failed``, ``crashed``, ``running``, ...).
         config: the run's config, as :class:`lunar_exp.bookkeeping.loggers.WandbLogger` logs it
             (the composed config plus ``hydra_choices`` and ``hydra_variant``, see
-            ``lunar_exp.bookkeeping.variant``).
+            ``lunar_exp.bookkeeping.variant``, and the pipeline's ``metric_directions``).
         summary: the run's summary (``metrics.json`` keys plus W&B's own ``_``-prefixed ones).
 
     Returns:
@@ -40,6 +40,7 @@ def record_from_wandb(
         labels=labels,
         seed=seed if is_number(seed) else None,
         metrics=metrics if state == FINISHED else None,
+        directions=read_directions(config.get("metric_directions")),
     )
 
 

@@ -14,6 +14,7 @@ from lunar_exp.methods.lunar import LUNAR
 from lunar_exp.metrics.primitives import greedy_generate
 from lunar_exp.prompts import encode_item_prompts
 from tests.conftest import compose_config, toy_benchmark
+from tests.legacy_directions import assert_declared_as_before, assert_directions_as_before
 
 ATTACKS = [
     "layer_skip",
@@ -33,11 +34,20 @@ def attacks_from_config(names, overrides=()):
     return {name: instantiate(node) for name, node in cfg.attack.items()}
 
 
-def unlearned(tiny_target, toy_data):
+def attack_target(chat, outcome, after=None) -> AttackTarget:
     benchmark = toy_benchmark()
+    bench = benchmark.load()
+    return AttackTarget(
+        chat, bench.unlearn, benchmark, bench.eval_sets, bench.generation, outcome, after
+    )
+
+
+def unlearned(tiny_target, toy_data):
     outcome = LUNAR(layers=[2], coeffs=[2.0]).unlearn(tiny_target, toy_data)
-    after = benchmark.evaluate(tiny_target, toy_data)
-    return AttackTarget(tiny_target, toy_data, benchmark, outcome, after)
+    target = attack_target(tiny_target, outcome)
+    target.after = target.benchmark.evaluate(tiny_target, target.eval_sets)
+    assert_declared_as_before(target.after)
+    return target
 
 
 def fingerprint(model):
@@ -54,7 +64,8 @@ def test_every_attack_leaves_the_unlearned_weights_bit_identical(tiny_target, to
     target = unlearned(tiny_target, toy_data)
     before = fingerprint(tiny_target.model)
     attacks = attacks_from_config(ATTACKS, ["attack.relearn.n_items=1"])
-    metrics, records, _ = run_attacks(attacks, target)
+    results = run_attacks(attacks, target)
+    metrics, records = results.metrics, results.records
     after = fingerprint(tiny_target.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert count_hooks(tiny_target.model) == 0
@@ -62,6 +73,7 @@ def test_every_attack_leaves_the_unlearned_weights_bit_identical(tiny_target, to
         assert f"attack/{name}/forget/rouge1_recall" in metrics
         assert f"attack/{name}/deviation_score" in metrics
         assert records[f"attack/{name}/forget"]
+    assert_directions_as_before(metrics, results.directions)
 
 
 @pytest.mark.parametrize(
@@ -69,7 +81,8 @@ def test_every_attack_leaves_the_unlearned_weights_bit_identical(tiny_target, to
 )
 def test_quantized_weights_differ_and_the_model_still_generates(tiny_target, toy_data, name):
     target = unlearned(tiny_target, toy_data)
-    metrics, records, _ = run_attacks(attacks_from_config([name]), target)
+    results = run_attacks(attacks_from_config([name]), target)
+    metrics, records = results.metrics, results.records
     assert 0 < metrics[f"attack/{name}/weights/relative_change"] < 0.2
     assert metrics[f"attack/{name}/weights/changed_fraction"] > 0.5
     responses = [row["response"] for row in records[f"attack/{name}/forget"]]
@@ -78,7 +91,7 @@ def test_quantized_weights_differ_and_the_model_still_generates(tiny_target, toy
 
 def test_int4_moves_weights_more_than_int8(tiny_target, toy_data):
     target = unlearned(tiny_target, toy_data)
-    metrics, _, _ = run_attacks(attacks_from_config(["quantize_int8", "quantize_int4"]), target)
+    metrics = run_attacks(attacks_from_config(["quantize_int8", "quantize_int4"]), target).metrics
     int8 = metrics["attack/quantize_int8/weights/relative_change"]
     assert metrics["attack/quantize_int4/weights/relative_change"] > 4 * int8
 
@@ -97,7 +110,7 @@ def test_q4_1_rounding_is_idempotent_and_exact_on_its_own_grid():
 def test_relearn_trains_a_copy_on_the_forget_slice(tiny_target, toy_data):
     target = unlearned(tiny_target, toy_data)
     attacks = attacks_from_config(["relearn"], ["attack.relearn.n_items=1"])
-    metrics, _, _ = run_attacks(attacks, target)
+    metrics = run_attacks(attacks, target).metrics
     before = metrics["attack/relearn/trained/answer_nll_before"]
     assert metrics["attack/relearn/trained/answer_nll_after"] < before
     # the tiny model does not generalise between facts; the held-out drop is tested on the
@@ -110,11 +123,11 @@ def test_reverse_direction_uses_saved_vectors_for_lunar_and_recomputes_for_other
     tiny_target, toy_data
 ):
     target = unlearned(tiny_target, toy_data)
-    _, _, info = run_attacks(attacks_from_config(["reverse_direction"]), target)
+    info = run_attacks(attacks_from_config(["reverse_direction"]), target).info
     assert info["reverse_direction"]["direction"] == "saved"
     assert info["reverse_direction"]["coeffs"] == [2.0]
     target.outcome = type(target.outcome)({}, {}, {})  # a method with no vectors and no layers
-    _, _, info = run_attacks(attacks_from_config(["reverse_direction"]), target)
+    info = run_attacks(attacks_from_config(["reverse_direction"]), target).info
     assert info["reverse_direction"] == {"layers": [2], "coeffs": [2.0], "direction": "recomputed"}
 
 
@@ -124,8 +137,9 @@ def test_recomputed_direction_on_a_lunar_model_lies_along_the_saved_one(tiny_tar
     # Forget activations moved towards the reference, so the multiple is below 1; on the
     # embedded model, where the edit realises the whole shift, it is 1 - c (the slow test).
     outcome = LUNAR(layers=[2], coeffs=[3.0]).unlearn(tiny_target, toy_data)
-    target = AttackTarget(tiny_target, toy_data, toy_benchmark(), outcome, None)
-    metrics, _, info = run_attacks(attacks_from_config(["reverse_direction_recomputed"]), target)
+    target = attack_target(tiny_target, outcome)
+    results = run_attacks(attacks_from_config(["reverse_direction_recomputed"]), target)
+    metrics, info = results.metrics, results.info
     assert info["reverse_direction_recomputed"]["direction"] == "recomputed"
     prefix = "attack/reverse_direction_recomputed/direction/layer2"
     assert abs(metrics[f"{prefix}/cos_to_saved"]) > 0.999
@@ -144,7 +158,7 @@ def test_compare_to_saved_reports_cosine_and_projection():
 
 def test_paraphrase_asks_the_paraphrased_questions(tiny_target, toy_data):
     target = unlearned(tiny_target, toy_data)
-    _, records, _ = run_attacks(attacks_from_config(["paraphrase"]), target)
+    records = run_attacks(attacks_from_config(["paraphrase"]), target).records
     asked = [row["question"] for row in records["attack/paraphrase/forget"]]
     assert asked == [item.paraphrase for item in toy_data.forget]
     assert asked != [item.question for item in toy_data.forget]

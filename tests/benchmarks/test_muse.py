@@ -5,12 +5,15 @@ from hydra.utils import instantiate
 
 from lunar_exp.benchmarks.muse import data as muse_data
 from lunar_exp.benchmarks.muse import evaluation as muse_eval
-from lunar_exp.benchmarks.muse.benchmark import MUSEBenchmark, MuseEvalSets
+from lunar_exp.benchmarks.muse.benchmark import MUSEBenchmark
 from lunar_exp.benchmarks.muse.data import LOCAL_NAMES, MuseSource, passages
 from lunar_exp.benchmarks.muse.evaluation import cut_at_stopwords, few_shot_prompt
+from lunar_exp.benchmarks.muse.sets import MuseEvalSets
 from lunar_exp.bookkeeping.offline import hub_needs
+from lunar_exp.interfaces import TrainsRetainModel
 from lunar_exp.metrics.text import rouge_l_f1
 from tests.conftest import SHARED, compose_config, needs_shared
+from tests.legacy_directions import assert_declared_as_before
 
 NEWS = SHARED / "muse" / "news"
 SMALL = {
@@ -38,14 +41,16 @@ def small_news(**overrides) -> MUSEBenchmark:
 @needs_shared()
 def test_reads_the_shared_news_copy():
     bench = small_news()
-    data = bench.load()
+    loaded = bench.load()
+    assert vars(bench) == vars(small_news())  # load() keeps nothing on the benchmark
+    data = loaded.unlearn
     assert data.forget and data.retain and len(data.reference) == 2 and data.abstain == ()
     assert all(qa.plain for qa in data.forget + data.retain + data.reference)
     prompts = [qa.question for qa in data.forget]
     assert len(set(prompts)) == len(prompts)  # LUNAR needs distinct forget prompts
     assert all(len(p.split()) == 8 for p in prompts)
     assert prompts[0].startswith("Greek Prime Minister Kyriakos Mitsotakis")
-    sets = bench.eval_sets
+    sets = MuseEvalSets(**loaded.eval_sets)
     retain_qa = json.loads((NEWS / "knowmem" / "retain2_qa.json").read_text())
     assert sets.retain_qa == retain_qa[:2]
     assert len(sets.forget_icl) == len(sets.retain_icl) == 10
@@ -58,10 +63,11 @@ def test_reads_the_shared_news_copy():
 @needs_shared()
 def test_aligned_subset_teaches_what_it_scores():
     bench = small_news(forget_docs=None, retain_docs=None, align_to_eval=True, chunk_words=64)
-    data = bench.load()
+    loaded = bench.load()
+    data = loaded.unlearn
     forget_text = [qa.question + qa.answer for qa in data.forget]
     retain_text = [qa.question + qa.answer for qa in data.retain]
-    sets = bench.eval_sets
+    sets = MuseEvalSets(**loaded.eval_sets)
     assert len(sets.forget_qa) == 2 and len(sets.retain_qa) == 2
     assert all(any(r["answer"] in t for t in forget_text) for r in sets.forget_qa)
     assert all(any(r["answer"] in t for t in retain_text) for r in sets.retain_qa)
@@ -94,8 +100,7 @@ def test_hub_rows_give_the_same_data_as_local_files(monkeypatch):
     monkeypatch.setattr(muse_data, "hub_reachable", lambda: True)
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     local, hub = small_news(), small_news(path=None)
-    assert hub.load() == local.load()
-    assert hub.eval_sets == local.eval_sets
+    assert hub.load() == local.load()  # the unlearning data and the evaluation sets
     assert {"knowmem/retain_qa", "knowmem/retain_qa_icl", "privleak/retain"} <= set(requested)
 
 
@@ -214,6 +219,9 @@ def test_knowmem_scores_cut_answers_with_rouge_l_f1(tiny_chat, monkeypatch):
 LOGPROBS = [[-1.0, -2.0, -0.5, -3.0, -0.1], [-0.2, -0.4], [-4.0, -1.0, -3.0], [-2.0]]
 
 
+PRIVLEAK_SETS = MuseEvalSets([], [], [], [], [], ["f1", "f2"], ["h1", "h2"]).named()
+
+
 def privacy_bench(monkeypatch, **kwargs) -> MUSEBenchmark:
     pending = iter(LOGPROBS)
     monkeypatch.setattr(
@@ -221,13 +229,12 @@ def privacy_bench(monkeypatch, **kwargs) -> MUSEBenchmark:
         "answer_token_logprobs",
         lambda model, pairs, pad, bs, desc: [next(pending) for _ in pairs],
     )
-    bench = MUSEBenchmark(**kwargs)
-    bench.eval_sets = MuseEvalSets([], [], [], [], [], ["f1", "f2"], ["h1", "h2"])
-    return bench
+    return MUSEBenchmark(**kwargs)
 
 
 def test_privleak_against_a_given_reference(tiny_chat, monkeypatch):
-    metrics, rows = privacy_bench(monkeypatch, retain_reference_auc=0.6).privacy(tiny_chat)
+    bench = privacy_bench(monkeypatch, retain_reference_auc=0.6)
+    metrics, rows = bench.privacy(tiny_chat, PRIVLEAK_SETS)
     # ((1 - 0.75) - (1 - 0.6)) / (1 - 0.6) * 100 = (0.25 - 0.4) / 0.4 * 100 = -37.5
     assert metrics["mia/min_k_auc"] == pytest.approx(0.75)
     assert metrics["privleak"] == pytest.approx(-37.5)
@@ -238,23 +245,30 @@ def test_privleak_against_a_given_reference(tiny_chat, monkeypatch):
 def test_privleak_reference_from_a_metrics_json(tiny_chat, monkeypatch, tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"mia/min_k_auc": 0.1, "before/mia/min_k_auc": 0.6}))
-    metrics, _ = privacy_bench(monkeypatch, retain_reference_auc=str(path)).privacy(tiny_chat)
+    bench = privacy_bench(monkeypatch, retain_reference_auc=str(path))
+    assert not bench.wants_retain_model()
+    reference = bench._file_reference()  # what load() reads, before any model is trained
+    assert reference == {"min_k_auc": 0.6, "source": str(path)}
+    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, reference)
     assert metrics["privleak"] == pytest.approx(-37.5)
+    assert metrics["privleak/reference"] == str(path)
     path.write_text(json.dumps({"mia/min_k_auc": 0.6}))  # an unlearned model's AUC: refused
     with pytest.raises(ValueError, match="holds none of"):
-        privacy_bench(monkeypatch, retain_reference_auc=str(path)).privacy(tiny_chat)
+        privacy_bench(monkeypatch, retain_reference_auc=str(path))._file_reference()
 
 
 def test_privleak_reference_from_the_finetuned_retain_model(tiny_chat, monkeypatch):
     bench = privacy_bench(monkeypatch, retain_reference_auc="finetune")
-    assert bench.wants_retain_model()
-    bench.use_reference({"min_k_auc": 0.6})
-    metrics, _ = bench.privacy(tiny_chat)
+    assert isinstance(bench, TrainsRetainModel) and bench.wants_retain_model()
+    assert bench._file_reference() is None
+    record = {"format": "lunar_exp.muse_retain_reference/1", "min_k_auc": 0.6}
+    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, record)
     assert metrics["privleak"] == pytest.approx(-37.5)
+    assert metrics["privleak/reference"] == "retain model (finetune)"
 
 
 def test_privleak_without_reference_warns_and_says_so(tiny_chat, monkeypatch, caplog):
-    metrics, _ = privacy_bench(monkeypatch).privacy(tiny_chat)
+    metrics, _ = privacy_bench(monkeypatch).privacy(tiny_chat, PRIVLEAK_SETS)
     # ((1 - 0.75) - 0.5) / 0.5 * 100 = -50
     assert metrics["privleak"] == pytest.approx(-50.0)
     assert metrics["privleak/reference_auc"] == 0.5
@@ -268,8 +282,8 @@ def test_privleak_without_reference_warns_and_says_so(tiny_chat, monkeypatch, ca
 @needs_shared()
 def test_tiny_model_evaluate_returns_every_key(tiny_chat):
     bench = small_news(knowmem_max_new_tokens=4, verbmem_max_new_tokens=6, retain_reference_auc=0.5)
-    data = bench.load()
-    result = bench.evaluate(tiny_chat, data)
+    loaded = bench.load()
+    result = bench.evaluate(tiny_chat, loaded.eval_sets, loaded.retain_reference)
     expected = {
         "forget/knowmem_rougeL_f1",
         "retain/knowmem_rougeL_f1",
@@ -292,3 +306,4 @@ def test_tiny_model_evaluate_returns_every_key(tiny_chat):
     }
     row = result.generations["forget_knowmem"][0]
     assert {"split", "question", "ground_truth", "response"} <= set(row)
+    assert_declared_as_before(result)

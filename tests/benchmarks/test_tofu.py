@@ -9,8 +9,10 @@ import pytest
 from lunar_exp.benchmarks.tofu import data as tofu_data
 from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_reference
 from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
+from lunar_exp.interfaces import TrainsRetainModel
 from lunar_exp.prompts import render_prompt
 from tests.conftest import SHARED, compose_config, needs_shared, run_cli
+from tests.legacy_directions import assert_declared_as_before, assert_directions_as_before
 
 TOFU = SHARED / "tofu"
 OFFICIAL = TOFU / "locuslab_tofu"
@@ -58,17 +60,20 @@ def test_parse_records_reads_arrays_concatenated_arrays_and_jsonl():
 )
 def test_every_split_loads_from_the_shared_copy(split, forget, retain, holdout):
     bench = TofuBenchmark(path=str(TOFU), split=split)
-    data = bench.load()
+    loaded = bench.load()
+    data, sets = loaded.unlearn, loaded.eval_sets
     assert (len(data.forget), len(data.retain)) == (forget, retain)
-    assert len(bench.eval_sets["holdout"]) == holdout
-    assert len(bench.eval_sets["retain"]) == 400  # retain_perturbed lies within every retain split
-    assert len(bench.eval_sets["real_authors"]) == 100
-    assert len(bench.eval_sets["world_facts"]) == 117
-    assert all(len(it.perturbed_answers) == 5 for it in bench.eval_sets["forget"])
-    assert all(len(it.perturbed_answers) == 3 for it in bench.eval_sets["world_facts"])
+    assert len(sets["holdout"]) == holdout
+    assert len(sets["retain"]) == 400  # retain_perturbed lies within every retain split
+    assert len(sets["real_authors"]) == 100
+    assert len(sets["world_facts"]) == 117
+    assert all(len(it.perturbed_answers) == 5 for it in sets["forget"])
+    assert all(len(it.perturbed_answers) == 3 for it in sets["world_facts"])
     # prompt/response keys of the forget file are read as question/answer
-    assert data.forget[-1].question == bench.eval_sets["forget"][-1].question
-    assert data.forget[-1].answer == bench.eval_sets["forget"][-1].answer
+    assert data.forget[-1].question == sets["forget"][-1].question
+    assert data.forget[-1].answer == sets["forget"][-1].answer
+    assert loaded.retain_reference is None
+    assert vars(bench) == vars(TofuBenchmark(path=str(TOFU), split=split))  # settings only
     assert {qa.edge for qa in data.forget} == {
         f"forget_author_{i:03d}" for i in range(forget // 20)
     }
@@ -125,9 +130,9 @@ def test_official_log_is_a_valid_retain_reference():
 @needs_shared()
 def test_tiny_model_suite_reports_every_key_and_missing_forget_quality(tiny_chat, caplog):
     bench = small_tofu()
-    data = bench.load()
+    loaded = bench.load()
     with caplog.at_level(logging.WARNING):
-        result = bench.evaluate(tiny_chat, data)
+        result = bench.evaluate(tiny_chat, loaded.eval_sets)
     keys = {
         "forget_quality",
         "model_utility",
@@ -150,19 +155,67 @@ def test_tiny_model_suite_reports_every_key_and_missing_forget_quality(tiny_chat
     assert 0 < result.metrics["forget/prob"] < 1
     assert len(result.generations["forget"]) == 20
     assert {"truth_ratio", "response"} <= set(result.generations["forget"][0])
+    assert_declared_as_before(result)
 
 
 @needs_shared()
 def test_reference_record_gives_forget_quality_one_for_the_same_model(tiny_chat):
-    bench = small_tofu()
-    data = bench.load()
-    record = bench.reference_record(tiny_chat)
+    bench = small_tofu(retain_reference="finetune")
+    assert isinstance(bench, TrainsRetainModel) and bench.wants_retain_model()
+    loaded = bench.load()
+    assert loaded.retain_reference is None  # the run trains the retain model
+    record = bench.reference_record(tiny_chat, loaded.eval_sets)
     assert len(record["forget_truth_ratio"]) == 20
-    bench.use_reference(record)
-    metrics = bench.evaluate(tiny_chat, data).metrics
+    metrics = bench.evaluate(tiny_chat, loaded.eval_sets, record).metrics
     # the model is its own retain model: identical truth ratios, KS p-value 1, privleak 0
     assert metrics["forget_quality"] == pytest.approx(1.0)
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-6)
+
+
+@needs_shared()
+def test_a_reference_file_is_read_at_load_time(tmp_path):
+    path = tmp_path / "retain_reference.json"
+    path.write_text(json.dumps({"forget_truth_ratio": [0.5] * 20, "min_k_auc": 0.4}))
+    bench = small_tofu(retain_reference=str(path))
+    assert not bench.wants_retain_model()
+    assert bench.load().retain_reference["min_k_auc"] == 0.4
+    with pytest.raises(FileNotFoundError, match="Retain reference"):
+        small_tofu(retain_reference=str(tmp_path / "nope.json")).load()
+
+
+SMALL_TOFU_ARGS = [
+    "+exp=smoke",
+    "benchmark=tofu",
+    f"benchmark.path={TOFU}",
+    "benchmark.split=forget01",
+    "benchmark.forget_authors=1",
+    "benchmark.retain_authors=1",
+    "benchmark.retain_eval_limit=6",
+    "benchmark.known_facts_limit=4",
+    "benchmark.holdout_limit=6",
+    "benchmark.max_new_tokens=6",
+    "benchmark.eval_batch_size=8",
+    "benchmark.n_abstain=2",
+    "benchmark.n_reference=2",
+]
+
+
+@needs_shared()
+def test_trained_retain_model_reference_reaches_every_evaluation(tmp_path):
+    args = [*SMALL_TOFU_ARGS, "benchmark.retain_reference=finetune", "attack=[layer_skip]"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = (tmp_path / "out").rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    for prefix in ("before/", "", "attack/layer_skip/"):
+        assert metrics[f"{prefix}forget_quality"] is not None
+    record = json.loads((metrics_file.parent / "retain_reference.json").read_text())
+    assert len(record["forget_truth_ratio"]) == 20
+    directions = json.loads((metrics_file.parent / "metric_directions.json").read_text())
+    assert directions["forget_quality"] is True and directions["privleak"] is None
+    assert_directions_as_before(metrics, directions)
+    without = run_cli([*args, "finetune=none"], tmp_path / "none", timeout=120)
+    assert without.returncode == 2 and "but finetune=none" in without.stderr
 
 
 def test_tofu_llama_offline_fails_at_once_naming_model_and_data_paths(tmp_path):

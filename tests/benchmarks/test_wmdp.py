@@ -12,6 +12,7 @@ from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ, summarise
 from lunar_exp.benchmarks.lm_eval.questions import read_questions
 from lunar_exp.benchmarks.wmdp.benchmark import WMDPBenchmark
 from tests.conftest import SHARED, needs_shared, run_cli
+from tests.legacy_directions import assert_declared_as_before, assert_directions_as_before
 
 NEWS = SHARED / "muse" / "news"
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -35,7 +36,13 @@ def stand_in(tmp_path, **overrides):
 
 @needs_shared()
 def test_load_cuts_shared_corpora_into_distinct_plain_items(tmp_path):
-    data = stand_in(tmp_path).load()
+    bench = stand_in(tmp_path)
+    settings, suite = dict(vars(bench)), dict(vars(bench.suite))
+    loaded = bench.load()
+    assert vars(bench) == settings and vars(bench.suite) == suite  # load() keeps nothing
+    data = loaded.unlearn
+    assert set(loaded.eval_sets) == {"mcq"}
+    assert loaded.eval_sets["mcq"].names == ("wmdp_bio", "wmdp_cyber", "mmlu_anatomy")
     assert (len(data.forget), len(data.retain), len(data.reference)) == (8, 6, 32)
     assert all(qa.plain for qa in data.forget + data.retain)
     assert not any(qa.plain for qa in data.reference)
@@ -82,7 +89,7 @@ def test_lm_eval_scores_local_slices_on_the_tiny_model(tmp_path, tiny_chat):
         cache_dir=str(tmp_path),
         owner="benchmark",
     )
-    result = suite.evaluate(tiny_chat)
+    result = suite.evaluate(tiny_chat, suite.tasks())
     bio = result.generations["wmdp_bio"]
     questions = json.loads((SHARED / "wmdp" / "bio_questions.json").read_text())[:20]
     assert [r["question"] for r in bio] == [q["question"] for q in questions]
@@ -93,6 +100,14 @@ def test_lm_eval_scores_local_slices_on_the_tiny_model(tmp_path, tiny_chat):
     assert len(mmlu) == 40
     assert result.metrics["mmlu/acc"] == pytest.approx(sum(r["correct"] for r in mmlu) / 40)
     assert all(r["correct"] == float(r["prediction"] == r["ground_truth"]) for r in bio + mmlu)
+    # lm-eval declares accuracy higher-is-better; on the unlearned WMDP subset it flips
+    assert result.directions == {
+        "wmdp_bio/acc": False,
+        "wmdp_bio/acc_stderr": None,
+        "mmlu/acc": True,
+        "mmlu/acc_stderr": None,
+    }
+    assert_declared_as_before(result)
 
 
 def test_summarise_pools_subjects_by_size():
@@ -123,6 +138,9 @@ def test_summarise_pools_subjects_by_size():
     assert [r["question"] for r in result.generations["mmlu_a"]] == ["q0", "q1", "q2"]
     assert [r["ground_truth"] for r in result.generations["mmlu_a"]] == ["A", "B", "D"]
     assert {r["prediction"] for r in result.generations["mmlu_a"]} == {"A"}
+    assert result.directions == {"mmlu/acc": True, "mmlu/acc_stderr": None}
+    declared = {**output, "higher_is_better": {"mmlu_a": {"acc": False}, "mmlu_b": {"acc": False}}}
+    assert summarise(declared).directions["mmlu/acc"] is False  # as the tasks declare
 
 
 def test_chunks_split_prompt_and_continuation_as_written():
@@ -273,6 +291,10 @@ def test_wmdp_run_with_mmlu_utility_end_to_end(tmp_path):
         assert 0.0 <= metrics[key] <= 1.0
         assert 0.0 <= metrics[f"before/{key}"] <= 1.0
     assert "mmlu/acc" not in metrics and metrics["data/n_forget"] == 6
+    directions = json.loads((metrics_file.parent / "metric_directions.json").read_text())
+    assert directions["wmdp_cyber/acc"] is False and directions["before/wmdp_cyber/acc"] is False
+    assert directions["utility/mmlu/acc"] is True and directions["utility/mmlu/acc_stderr"] is None
+    assert_directions_as_before(metrics, directions)
     rows = (metrics_file.parent / "generations.jsonl").read_text().splitlines()
     splits = [json.loads(row)["split"] for row in rows]
     assert splits.count("utility/mmlu_anatomy") == 4 and splits.count("wmdp_cyber") == 4

@@ -8,7 +8,9 @@ are validated and written once, with absolute paths, into a cache entry lm-eval 
 picks ``local`` when the local directories exist.
 
 Metric keys: ``wmdp_<subset>/acc`` and ``/acc_stderr``; ``mmlu/acc`` and ``/acc_stderr`` pooled
-over the subjects weighted by size, as lm-eval's ``mmlu`` group reports them.
+over the subjects weighted by size, as lm-eval's ``mmlu`` group reports them. Directions come
+from the tasks' ``metric_list`` (lm-eval's ``higher_is_better``), flipped on the WMDP tasks,
+whose hazardous knowledge the run unlearns; a standard error has no preferred direction.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ WMDP_SUBJECTS = {"bio": "biology", "chem": "chemistry", "cyber": "cybersecurity"
 MODES = ("auto", "local", "hub")
 TEMPLATE = Path(__file__).with_name("tasks") / "mcq_local.yaml"
 LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class MCQTasks:
+    """The lm-eval tasks a run scores: their names and, for local tasks, where their YAMLs are."""
+
+    names: tuple[str, ...]
+    include_dir: Path | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,6 @@ class LMEvalMCQ:
         self.wmdp_dir, self.mmlu_dir = Path(wmdp_dir).resolve(), Path(mmlu_dir).resolve()
         self.limit, self.batch_size = limit, batch_size
         self.cache_dir, self.owner = Path(cache_dir), owner
-        self._plan: tuple[list[str], Path | None] | None = None
 
     def needs_hub(self) -> bool:
         """Whether the questions come from the Hugging Face hub."""
@@ -97,20 +106,19 @@ class LMEvalMCQ:
         dirs = [self.wmdp_dir] * bool(self.wmdp_subsets) + [self.mmlu_dir] * self.mmlu
         return not all(d.is_dir() for d in dirs)
 
-    def check(self) -> None:
+    def tasks(self) -> MCQTasks:
         """Resolve the mode and write the local tasks, so bad input fails before any model loads.
 
         Raises:
             FileNotFoundError: a question file is missing, or the hub is needed but unreachable.
             ValueError: a question file has the wrong schema.
         """
-        if self._plan is None:
-            self._plan = self._hub_plan() if self.needs_hub() else self._local_plan()
+        names, include_dir = self._hub_plan() if self.needs_hub() else self._local_plan()
+        return MCQTasks(tuple(names), include_dir)
 
-    def evaluate(self, chat: ChatModel) -> EvalResult:
-        """Accuracy of ``chat.model`` on the selected tasks, with one record per question."""
-        self.check()
-        names, include_dir = self._plan
+    def evaluate(self, chat: ChatModel, tasks: MCQTasks) -> EvalResult:
+        """Accuracy of ``chat.model`` on ``tasks``, with one record per question."""
+        names, include_dir = list(tasks.names), tasks.include_dir
         return summarise(run_lm_eval(chat, names, include_dir, self.limit, self.batch_size))
 
     def _hub_plan(self) -> tuple[list[str], None]:
@@ -220,18 +228,24 @@ def run_lm_eval(
 def summarise(output: dict) -> EvalResult:
     """Metrics per WMDP subset, MMLU pooled over subjects, and one record per question."""
     samples, results = output["samples"], output["results"]
+    declared = output.get("higher_is_better", {})
     metrics: dict[str, float] = {}
+    directions: dict[str, bool | None] = {}
     for task in sorted(t for t in samples if t.startswith("wmdp_")):
         metrics.update(_task_metrics(task, [results[task]], [len(samples[task])]))
+        directions.update(_task_directions(task, [declared.get(task, {})], unlearned=True))
     subjects = sorted(t for t in samples if t.startswith("mmlu_"))
     if subjects:
         stats = [results[t] for t in subjects]
         metrics.update(_task_metrics("mmlu", stats, [len(samples[t]) for t in subjects]))
+        hib = [declared.get(t, {}) for t in subjects]
+        directions.update(_task_directions("mmlu", hib, unlearned=False))
     generations = {
         task: [_record(task, s) for s in sorted(rows, key=lambda s: s["doc_id"])]
         for task, rows in sorted(samples.items())
     }
-    return EvalResult(metrics, generations)
+    directions = {key: directions[key] for key in metrics}
+    return EvalResult(metrics, generations, directions)
 
 
 def _task_metrics(name: str, stats: list[dict], sizes: list[int]) -> dict[str, float]:
@@ -248,6 +262,22 @@ def _task_metrics(name: str, stats: list[dict], sizes: list[int]) -> dict[str, f
         if math.isfinite(stderr):
             metrics[f"{name}/acc_stderr"] = float(stderr)
     return metrics
+
+
+def _task_directions(
+    name: str, declared: list[dict[str, bool | None]], unlearned: bool
+) -> dict[str, bool | None]:
+    """Directions of ``<name>/acc`` and ``<name>/acc_stderr``.
+
+    Accuracy goes as the tasks' ``metric_list`` declares it (``higher_is_better``; accuracy is
+    higher-is-better when a task declares nothing), flipped when the run unlearns the task's
+    knowledge (WMDP); a standard error has no preferred direction (None).
+    """
+    values = {hib.get("acc", True) for hib in declared} or {True}
+    higher = values.pop() if len(values) == 1 else None
+    if higher is not None and unlearned:
+        higher = not higher
+    return {f"{name}/acc": higher, f"{name}/acc_stderr": None}
 
 
 def _record(task: str, sample: dict) -> dict[str, object]:

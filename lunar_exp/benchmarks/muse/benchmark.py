@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lunar_exp.benchmarks.common.corpora import chunk_items
+from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
 from lunar_exp.benchmarks.muse import evaluation as muse_eval
 from lunar_exp.benchmarks.muse.data import MuseSource, passage_items
 from lunar_exp.benchmarks.muse.sets import (
     Limits,
-    MuseEvalSets,
     align_sets,
     check_eval_sets,
     limit_sets,
     read_eval_sets,
 )
 from lunar_exp.bookkeeping.errors import require_counts, require_fraction
-from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
+from lunar_exp.interfaces import BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score
 
@@ -47,6 +49,17 @@ DEFAULT_REFERENCE_AUC = 0.5
 # Keys holding the retrained model's min-k AUC: this project's retain_reference.json, then a
 # metrics.json of a run on the retrained model (its ``before/`` value is the model as loaded).
 REFERENCE_KEYS = ("min_k_auc", "before/mia/min_k_auc")
+# Where a reference record without a ``source`` came from: the retain model trained here.
+FINETUNE_SOURCE = "retain model (finetune)"
+# Attacks that score forget chunks as QA items (relearn) generate this many tokens.
+QA_MAX_NEW_TOKENS = 32
+# The privacy metrics' directions: the AUC is best near the retain model's, privleak near 0.
+PRIVACY_DIRECTIONS: dict[str, bool | None] = {
+    "mia/min_k_auc": None,
+    "privleak/reference_auc": None,
+    "privleak/reference": None,  # a note (where the reference AUC came from), not a score
+    "privleak": None,
+}
 
 
 def read_reference_auc(path: Path) -> float:
@@ -172,15 +185,16 @@ class MUSEBenchmark:
         self.verbmem_max_new_tokens = verbmem_max_new_tokens
         self.min_k, self.retain_reference_auc = min_k, retain_reference_auc
         self.eval_batch_size = eval_batch_size
-        self.eval_sets: MuseEvalSets | None = None
-        self._reference: dict | None = None
 
     # ----- data -------------------------------------------------------------------------------
 
-    def load(self) -> UnlearnData:
-        """Read the splits, choose the evaluation items and cut the corpora into chunks."""
-        if isinstance(self.retain_reference_auc, str) and not self.wants_retain_model():
-            read_reference_auc(Path(self.retain_reference_auc))  # fail now, not after training
+    def load(self) -> BenchmarkData:
+        """Read the splits, choose the evaluation items and cut the corpora into chunks.
+
+        The evaluation sets are :class:`MuseEvalSets`' fields (knowmem questions and in-context
+        examples, verbmem items, privleak texts); a ``retain_reference_auc`` file is read here.
+        """
+        reference = self._file_reference()  # read first: a bad file fails before any training
         source = MuseSource(self.path, self.hub_id)
         forget_docs = source.texts("raw/forget")[: self.forget_docs]
         retain_docs = source.texts(self.retain_corpus)[: self.retain_docs]
@@ -199,8 +213,7 @@ class MUSEBenchmark:
             forget = self._chunks(forget_docs, "forget", None)
             retain = self._chunks(retain_docs, "retain", None)
         check_eval_sets(sets)
-        self.eval_sets = sets
-        reference = self._chunks(reference_docs, "reference", self.n_reference)
+        reference_chunks = self._chunks(reference_docs, "reference", self.n_reference)
         if not forget or not retain:
             empty = "forget" if not forget else "retain"
             raise ValueError(
@@ -210,9 +223,11 @@ class MUSEBenchmark:
         sizes = {k: len(v) for k, v in vars(sets).items() if not k.endswith("icl")}
         log.info(
             "MUSE %s: %d forget, %d retain, %d reference chunks; scored items %s",
-            *(self.hub_id, len(forget), len(retain), len(reference), sizes),
+            *(self.hub_id, len(forget), len(retain), len(reference_chunks), sizes),
         )
-        return UnlearnData(tuple(forget), tuple(retain), (), tuple(reference))
+        data = UnlearnData(tuple(forget), tuple(retain), (), tuple(reference_chunks))
+        generation = Generation(QA_MAX_NEW_TOKENS, self.eval_batch_size)
+        return BenchmarkData(data, sets.named(), generation, reference)
 
     def _chunks(self, documents: list[str], role: str, count: int | None):
         return chunk_items(documents, role, self.chunk_words, self.prompt_words, count, self.seed)
@@ -237,23 +252,24 @@ class MUSEBenchmark:
         """Whether the pipeline must train and score a retain model for this benchmark."""
         return self.retain_reference_auc == FINETUNE_REFERENCE
 
-    def reference_record(self, chat: ChatModel) -> dict[str, object]:
+    def reference_record(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> dict[str, Any]:
         """Score a retain (retrained) model: its min-k AUC on privleak forget vs holdout."""
-        auc, _ = self._min_k_auc(chat)
+        auc, _ = self._min_k_auc(chat, eval_sets)
         return {"format": "lunar_exp.muse_retain_reference/1", "min_k_auc": auc}
 
-    def use_reference(self, record: dict) -> None:
-        """Use a retain-model record (from :meth:`reference_record`) for privleak."""
-        self._reference = record
-
-    def _reference_auc(self) -> tuple[float, str]:
+    def _file_reference(self) -> dict[str, Any] | None:
+        """The retrained model's AUC from the ``retain_reference_auc`` file, if one is given."""
         given = self.retain_reference_auc
-        if self._reference is not None:
-            return float(self._reference["min_k_auc"]), "retain model (finetune)"
+        if not isinstance(given, str) or self.wants_retain_model():
+            return None
+        return {"min_k_auc": read_reference_auc(Path(given)), "source": given}
+
+    def _reference_auc(self, reference: Mapping[str, Any] | None) -> tuple[float, str]:
+        given = self.retain_reference_auc
+        if reference is not None:
+            return float(reference["min_k_auc"]), str(reference.get("source", FINETUNE_SOURCE))
         if isinstance(given, int | float):
             return float(given), "given"
-        if isinstance(given, str) and not self.wants_retain_model():
-            return read_reference_auc(Path(given)), given
         log.warning(
             "privleak uses the default retrained-model AUC 0.5: no benchmark.retain_reference_auc "
             "was given (a number, a metrics.json of a run on the retrained model, or 'finetune')."
@@ -262,26 +278,31 @@ class MUSEBenchmark:
 
     # ----- evaluation -------------------------------------------------------------------------
 
-    def _min_k_auc(self, chat: ChatModel):
-        sets, bs, k = self._sets(), self.eval_batch_size, self.min_k
+    def _min_k_auc(self, chat: ChatModel, eval_sets: Mapping[str, Any]):
+        bs, k = self.eval_batch_size, self.min_k
         forget, forget_rows = muse_eval.min_k_scores(
-            chat, sets.privleak_forget, k, bs, "privleak_forget"
+            chat, eval_sets["privleak_forget"], k, bs, "privleak_forget"
         )
         holdout, holdout_rows = muse_eval.min_k_scores(
-            chat, sets.privleak_holdout, k, bs, "privleak_holdout"
+            chat, eval_sets["privleak_holdout"], k, bs, "privleak_holdout"
         )
         return mia_auc(forget, holdout), {
             "privleak_forget": forget_rows,
             "privleak_holdout": holdout_rows,
         }
 
-    def privacy(self, chat: ChatModel) -> tuple[dict[str, object], dict[str, list]]:
+    def privacy(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, object], dict[str, list]]:
         """Min-k AUC (privleak forget vs holdout), privleak, and where the reference AUC came from.
 
         ``privleak/reference`` is a note (a string), so tables show a defaulted reference.
         """
-        auc, rows = self._min_k_auc(chat)
-        reference_auc, source = self._reference_auc()
+        auc, rows = self._min_k_auc(chat, eval_sets)
+        reference_auc, source = self._reference_auc(reference)
         metrics = {
             "mia/min_k_auc": auc,
             "privleak/reference_auc": reference_auc,
@@ -290,33 +311,44 @@ class MUSEBenchmark:
         }
         return metrics, rows
 
-    def _sets(self) -> MuseEvalSets:
-        if self.eval_sets is None:
-            raise ValueError("MUSEBenchmark.evaluate needs load() first. Fix: call load().")
-        return self.eval_sets
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """Knowmem (forget, retain), verbmem (forget), privleak and the Deviation Score.
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
-        """Knowmem (forget, retain), verbmem (forget), privleak and the Deviation Score."""
-        sets, bs = self._sets(), self.eval_batch_size
+        ``reference`` holds the retrained model's ``min_k_auc`` (a file read by :meth:`load`, or
+        :meth:`reference_record`); without it privleak uses ``retain_reference_auc`` or 0.5.
+        """
+        bs = self.eval_batch_size
         metrics: dict[str, float] = {}
         generations: dict[str, list[dict[str, object]]] = {}
-        for split, records, examples in (
-            ("forget", sets.forget_qa, sets.forget_icl),
-            ("retain", sets.retain_qa, sets.retain_icl),
-        ):
+        directions: dict[str, bool | None] = {}
+        for split in ("forget", "retain"):
             split_metrics, rows = muse_eval.knowmem(
-                chat, records, examples, split, self.knowmem_max_new_tokens, bs
+                chat,
+                eval_sets[f"{split}_qa"],
+                eval_sets[f"{split}_icl"],
+                split,
+                self.knowmem_max_new_tokens,
+                bs,
             )
             metrics.update(split_metrics)
             generations[f"{split}_knowmem"] = rows
+            directions.update(muse_eval.knowmem_directions(split))
         verb_metrics, generations["forget_verbmem"] = muse_eval.verbmem(
-            chat, sets.verbmem, self.verbmem_max_new_tokens, bs
+            chat, eval_sets["verbmem"], self.verbmem_max_new_tokens, bs
         )
         metrics.update(verb_metrics)
-        privacy_metrics, mia_rows = self.privacy(chat)
+        directions.update(muse_eval.VERBMEM_DIRECTIONS)
+        privacy_metrics, mia_rows = self.privacy(chat, eval_sets, reference)
         metrics.update(privacy_metrics)
         generations.update(mia_rows)
+        directions.update(PRIVACY_DIRECTIONS)
         metrics["deviation_score"] = deviation_score(
             metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
         )
-        return EvalResult(metrics, generations)
+        directions.update(DEVIATION_SCORE)
+        return EvalResult(metrics, generations, directions)

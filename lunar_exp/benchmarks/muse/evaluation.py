@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from statistics import fmean
 
+from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directions
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics.mia import min_k_score
 from lunar_exp.metrics.primitives import answer_token_logprobs, greedy_generate, padding_id
@@ -23,6 +24,13 @@ STOPWORDS = ("\n\n", "\nQuestion", "Question:")
 EXCERPT_CHARS = 200
 
 Records = list[dict[str, object]]
+# verbmem reproduces forget text: less is better unlearned.
+VERBMEM_DIRECTIONS = {"forget/verbmem_rougeL_f1": knowledge("forget", True)}
+
+
+def knowmem_directions(split: str) -> dict[str, bool]:
+    """Directions of :func:`knowmem`'s metrics on ``split`` (flipped on forget)."""
+    return knowledge_directions(split, ("knowmem_rougeL_f1", "rouge1_recall"))
 
 
 def few_shot_prompt(examples: Sequence[dict], question: str) -> str:

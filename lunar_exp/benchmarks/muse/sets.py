@@ -32,6 +32,10 @@ class MuseEvalSets:
     privleak_forget: list[str]
     privleak_holdout: list[str]
 
+    def named(self) -> dict[str, list]:
+        """The sets by field name: a MUSE run's ``BenchmarkData.eval_sets``."""
+        return dict(vars(self))
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -115,8 +119,9 @@ def _find_answers(records: list[dict], corpus: str, limit: int | None):
 
 def check_eval_sets(sets: MuseEvalSets) -> None:
     """Raise ValueError naming the first empty evaluation set."""
+    named = sets.named()
     for name in ("forget_qa", "retain_qa", "verbmem", "privleak_forget", "privleak_holdout"):
-        if not getattr(sets, name):
+        if not named[name]:
             raise ValueError(
                 f"The MUSE evaluation set {name} is empty (limits, or with align_to_eval no item "
                 "found in the documents used). Fix: raise the benchmark's *_limit or *_docs, or "

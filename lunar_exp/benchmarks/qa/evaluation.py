@@ -5,12 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from statistics import fmean
 
+from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE, knowledge_directions
 from lunar_exp.interfaces import QA, ChatModel, EvalResult
 from lunar_exp.metrics.primitives import answer_nll, greedy_generate_ranked, padding_id
 from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
 
 TOP_HIT_RANK = 100  # LUNAR's hit rate: share of answer tokens ranked in the top 100
+# Metrics of :func:`evaluate_split` that grow with what the model knows, and those that shrink.
+GROWS_WITH_KNOWLEDGE = ("rouge1_recall", "rougeL_recall", "mrr", "top_hit_rate")
+SHRINKS_WITH_KNOWLEDGE = ("refusal_rate", "answer_nll")
+
+
+def split_directions(split: str) -> dict[str, bool]:
+    """Directions of :func:`evaluate_split`'s metrics on ``split`` (flipped on a forget split)."""
+    return knowledge_directions(split, GROWS_WITH_KNOWLEDGE, SHRINKS_WITH_KNOWLEDGE)
 
 
 def evaluate_split(
@@ -66,12 +75,15 @@ def evaluate_qa(
     """Evaluate every split, then the Deviation Score when forget and retain are both scored."""
     metrics: dict[str, float] = {}
     generations: dict[str, list[dict[str, object]]] = {}
+    directions: dict[str, bool | None] = {}
     for split, items in splits.items():
         split_metrics, records = evaluate_split(chat, items, max_new_tokens, batch_size, split)
         metrics.update(split_metrics)
         generations[split] = records
+        directions.update(split_directions(split))
     if "forget/rouge1_recall" in metrics and "retain/rouge1_recall" in metrics:
         metrics["deviation_score"] = deviation_score(
             metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
         )
-    return EvalResult(metrics, generations)
+        directions.update(DEVIATION_SCORE)
+    return EvalResult(metrics, generations, directions)

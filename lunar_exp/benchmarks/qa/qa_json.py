@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
-from lunar_exp.benchmarks.qa.splits import split_by_edges
+from lunar_exp.benchmarks.qa.splits import edge_eval_sets, split_by_edges
 from lunar_exp.bookkeeping.errors import require_counts
-from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
+from lunar_exp.interfaces import (
+    QA,
+    BenchmarkData,
+    ChatModel,
+    EvalResult,
+    Generation,
+    UnlearnData,
+)
 
 REQUIRED_KEYS = ("question", "answer", "edge")
 
@@ -71,7 +80,6 @@ class QAJsonBenchmark:
     """
 
     name = "qa_json"
-    splits_by_edge = True  # evaluate() scores data.forget/retain as given (sequential requests)
 
     def __init__(
         self,
@@ -105,7 +113,7 @@ class QAJsonBenchmark:
         self.eval_batch_size = eval_batch_size
         self.seed = seed
 
-    def load(self) -> UnlearnData:
+    def load(self) -> BenchmarkData:
         """Read, validate and split the file; add abstention and reference prompts."""
         items = read_qa_file(self.path)
         forget, retain = split_by_edges(items, self.forget_edges, source=str(self.path))
@@ -113,7 +121,18 @@ class QAJsonBenchmark:
         names = kg.make_names(rng, self.n_abstain + self.n_reference, set())
         abstain = self._extra(self.abstain_path, rng, names[: self.n_abstain], "unknown")
         reference = self._extra(self.reference_path, rng, names[self.n_abstain :], "reference")
-        return UnlearnData(tuple(forget), tuple(retain), tuple(abstain), tuple(reference))
+        data = UnlearnData(tuple(forget), tuple(retain), tuple(abstain), tuple(reference))
+        generation = Generation(self.max_new_tokens, self.eval_batch_size)
+        return BenchmarkData(data, self.eval_sets_for(data, self.forget_edges), generation)
+
+    def eval_sets_for(
+        self, data: UnlearnData, forget_edges: Collection[str]
+    ) -> dict[str, tuple[QA, ...]]:
+        """``forget``: the items on ``forget_edges``; ``retain``: the first N others.
+
+        N is ``retain_eval_limit`` (all of them when unset).
+        """
+        return edge_eval_sets(data, forget_edges, self.retain_eval_limit)
 
     @staticmethod
     def _extra(path: str | None, rng: random.Random, names: list[str], edge: str) -> list[QA]:
@@ -124,12 +143,11 @@ class QAJsonBenchmark:
             for qa in read_qa_file(Path(path), required=("question", "answer"))
         ]
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
-        """Greedy generation on forget and (the first ``retain_eval_limit``) retain items."""
-        retain = data.retain[: self.retain_eval_limit] if self.retain_eval_limit else data.retain
-        return evaluate_qa(
-            chat,
-            {"forget": data.forget, "retain": retain},
-            self.max_new_tokens,
-            self.eval_batch_size,
-        )
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """Greedy generation on each set (forget, the limited retain set); QA metrics and DS."""
+        return evaluate_qa(chat, eval_sets, self.max_new_tokens, self.eval_batch_size)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from lunar_exp.interfaces import QA
+from lunar_exp.interfaces import QA, UnlearnData
 
 
 def split_by_edges(
@@ -38,3 +38,20 @@ def split_by_edges(
             "Fix: leave some edges out of the forget set."
         )
     return forget, retain
+
+
+def edge_eval_sets(
+    data: UnlearnData, forget_edges: Collection[str], retain_limit: int | None = None
+) -> dict[str, tuple[QA, ...]]:
+    """Evaluation sets of a QA benchmark, in ``data.forget + data.retain`` order.
+
+    ``forget``: the items on ``forget_edges``; ``retain``: the others (the first
+    ``retain_limit`` of them when it is set).
+    """
+    chosen = set(forget_edges)
+    items = data.forget + data.retain
+    retain = tuple(qa for qa in items if qa.edge not in chosen)
+    return {
+        "forget": tuple(qa for qa in items if qa.edge in chosen),
+        "retain": retain[:retain_limit] if retain_limit else retain,
+    }

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
-from lunar_exp.benchmarks.qa.splits import split_by_edges
+from lunar_exp.benchmarks.qa.splits import edge_eval_sets, split_by_edges
 from lunar_exp.bookkeeping.errors import require_counts, require_index
-from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
+from lunar_exp.interfaces import (
+    QA,
+    BenchmarkData,
+    ChatModel,
+    EvalResult,
+    Generation,
+    UnlearnData,
+)
 
 
 class SyntheticBenchmark:
@@ -26,7 +35,6 @@ class SyntheticBenchmark:
     """
 
     name = "synthetic"
-    splits_by_edge = True  # evaluate() scores data.forget/retain as given (sequential requests)
 
     def __init__(
         self,
@@ -61,8 +69,8 @@ class SyntheticBenchmark:
         self.max_new_tokens = max_new_tokens
         self.eval_batch_size = eval_batch_size
 
-    def load(self) -> UnlearnData:
-        """Generate the graph and split it by ``forget_edges``."""
+    def load(self) -> BenchmarkData:
+        """Generate the graph and split it by ``forget_edges``; evaluation sets are the same."""
         rng = random.Random(self.seed)
         taken: set[str] = set()
         people = kg.make_people(rng, self.n_entities, taken)
@@ -71,13 +79,21 @@ class SyntheticBenchmark:
         unknown = kg.make_names(rng, self.n_abstain + self.n_reference, taken)
         abstain = kg.unknown_questions(rng, unknown[: self.n_abstain], "unknown")
         reference = kg.unknown_questions(rng, unknown[self.n_abstain :], "reference")
-        return UnlearnData(tuple(forget), tuple(retain), tuple(abstain), tuple(reference))
+        data = UnlearnData(tuple(forget), tuple(retain), tuple(abstain), tuple(reference))
+        generation = Generation(self.max_new_tokens, self.eval_batch_size)
+        return BenchmarkData(data, self.eval_sets_for(data, self.forget_edges), generation)
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
-        """Greedy generation on forget and retain; ROUGE, refusal rate, answer NLL."""
-        return evaluate_qa(
-            chat,
-            {"forget": data.forget, "retain": data.retain},
-            self.max_new_tokens,
-            self.eval_batch_size,
-        )
+    def eval_sets_for(
+        self, data: UnlearnData, forget_edges: Collection[str]
+    ) -> dict[str, tuple[QA, ...]]:
+        """``forget``: the items on ``forget_edges``; ``retain``: every other item."""
+        return edge_eval_sets(data, forget_edges)
+
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """Greedy generation on each set; ROUGE, refusal rate, answer NLL, MRR, hit rate, DS."""
+        return evaluate_qa(chat, eval_sets, self.max_new_tokens, self.eval_batch_size)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
+from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
 from lunar_exp.benchmarks.tofu import evaluation as tofu_eval
 from lunar_exp.benchmarks.tofu.data import (
     QUESTIONS_PER_AUTHOR,
@@ -24,7 +27,7 @@ from lunar_exp.benchmarks.tofu.data import (
     to_items,
 )
 from lunar_exp.bookkeeping.errors import require_counts, require_fraction
-from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
+from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score
@@ -32,6 +35,15 @@ from lunar_exp.metrics.text import deviation_score
 log = logging.getLogger(__name__)
 
 FINETUNE_REFERENCE = "finetune"
+# Directions of the suite's metrics beyond the per-split ones (tofu_eval declares those).
+SUITE_DIRECTIONS: dict[str, bool | None] = {
+    "forget_quality": True,
+    "model_utility": True,
+    "mia/min_k_auc": None,  # best near the retain model's AUC
+    "privleak/reference_auc": None,
+    "privleak": None,  # best at 0
+    **DEVIATION_SCORE,
+}
 
 
 class TofuBenchmark:
@@ -111,13 +123,15 @@ class TofuBenchmark:
         )
         self.n_abstain, self.n_reference, self.seed = n_abstain, n_reference, seed
         self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
-        self.eval_sets: dict[str, list[tofu_eval.TofuItem]] = {}
-        self._reference: dict | None = None
 
     # ----- data -------------------------------------------------------------------------------
 
-    def load(self) -> UnlearnData:
-        """Read the splits, take the configured subsets, add abstention and reference prompts."""
+    def load(self) -> BenchmarkData:
+        """Read the splits, take the configured subsets, add abstention and reference prompts.
+
+        The evaluation sets are lists of :class:`TofuItem` (``forget``, ``retain``,
+        ``real_authors``, ``world_facts``, ``holdout``); a ``retain_reference`` file is read here.
+        """
         source = TofuSource(self.path, self.hub_id)
         retain_split, holdout_split = SPLITS[self.split]
         forget = first_authors(self._forget_items(source), self.forget_authors)
@@ -131,7 +145,7 @@ class TofuBenchmark:
                 "No retain_perturbed question is in the retain training set. Fix: raise "
                 "benchmark.retain_authors (retain_perturbed covers the first 20 authors)."
             )
-        self.eval_sets = {
+        eval_sets = {
             "forget": forget,
             "retain": _limit(retain_eval, self.limits["retain"]),
             "real_authors": _limit(
@@ -142,11 +156,13 @@ class TofuBenchmark:
             ),
             "holdout": _limit(to_items(source.records(holdout_split)), self.limits["holdout"]),
         }
-        return UnlearnData(
+        data = UnlearnData(
             tuple(_as_qa(forget, "forget_author")),
             tuple(_as_qa(retain, "author")),
             *self._unknown_questions(),
         )
+        generation = Generation(self.max_new_tokens, self.eval_batch_size)
+        return BenchmarkData(data, eval_sets, generation, self._file_reference())
 
     def _forget_items(self, source: TofuSource) -> list[tofu_eval.TofuItem]:
         plain = source.records(self.split)
@@ -177,10 +193,10 @@ class TofuBenchmark:
         """Whether the pipeline must train and score a retain model for this benchmark."""
         return self.retain_reference == FINETUNE_REFERENCE
 
-    def reference_record(self, chat: ChatModel) -> dict[str, object]:
+    def reference_record(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> dict[str, Any]:
         """Score a retain model: per-item forget truth ratios and the min-k AUC."""
         bs = self.eval_batch_size
-        forget, holdout = self.eval_sets["forget"], self.eval_sets["holdout"]
+        forget, holdout = eval_sets["forget"], eval_sets["holdout"]
         return {
             "format": "lunar_exp.tofu_retain_reference/1",
             "split": self.split,
@@ -191,50 +207,59 @@ class TofuBenchmark:
             ),
         }
 
-    def use_reference(self, record: dict) -> None:
-        """Use a retain-model record (from :meth:`reference_record`) for forget quality."""
-        self._reference = record
-
-    def _reference_values(self) -> dict | None:
-        if self._reference is None and self.retain_reference not in (None, FINETUNE_REFERENCE):
-            self._reference = read_reference(Path(self.retain_reference))
-        return self._reference
+    def _file_reference(self) -> dict | None:
+        if self.retain_reference in (None, FINETUNE_REFERENCE):
+            return None
+        return read_reference(Path(self.retain_reference))
 
     # ----- evaluation -------------------------------------------------------------------------
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
-        """The full suite: forget/retain/real-authors/world-facts, FQ, MU, memorisation, MIA."""
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """The full suite: forget/retain/real-authors/world-facts, FQ, MU, memorisation, MIA.
+
+        ``reference`` is the retain model's record (a ``retain_reference`` file or
+        :meth:`reference_record`); without it forget quality is missing.
+        """
         bs, new = self.eval_batch_size, self.max_new_tokens
         metrics: dict[str, float | None] = {}
         generations: dict[str, list[dict[str, object]]] = {}
+        directions: dict[str, bool | None] = {}
         ratios: list[float] = []
         for split in ("forget", "retain"):
             split_metrics, records, split_ratios = tofu_eval.evaluate_qa_split(
-                chat, split, self.eval_sets[split], new, bs
+                chat, split, eval_sets[split], new, bs
             )
             metrics.update(split_metrics)
             generations[split] = records
+            directions.update(tofu_eval.qa_split_directions(split))
             ratios = split_ratios if split == "forget" else ratios
         for split in ("real_authors", "world_facts"):
             split_metrics, records = tofu_eval.evaluate_known_facts(
-                chat, split, self.eval_sets[split], new, bs
+                chat, split, eval_sets[split], new, bs
             )
             metrics.update(split_metrics)
             generations[split] = records
-        memo = tofu_eval.memorisation(chat, self.eval_sets["forget"], bs, self.min_k)
+            directions.update(tofu_eval.known_facts_directions(split))
+        memo = tofu_eval.memorisation(chat, eval_sets["forget"], bs, self.min_k)
         metrics["forget/extraction_strength"] = memo["extraction_strength"]
         metrics["forget/exact_memorization"] = memo["exact_memorization"]
-        holdout = tofu_eval.min_k_scores(chat, self.eval_sets["holdout"], bs, self.min_k)
-        metrics.update(self._privacy(mia_auc(memo["min_k"], holdout)))
-        metrics["forget_quality"] = self._forget_quality(ratios)
+        directions.update(tofu_eval.MEMORISATION_DIRECTIONS)
+        holdout = tofu_eval.min_k_scores(chat, eval_sets["holdout"], bs, self.min_k)
+        metrics.update(self._privacy(mia_auc(memo["min_k"], holdout), reference))
+        metrics["forget_quality"] = self._forget_quality(ratios, reference)
         metrics["model_utility"] = tofu.model_utility([metrics[k] for k in tofu.UTILITY_KEYS])
         metrics["deviation_score"] = deviation_score(
             metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
         )
-        return EvalResult(metrics, generations)
+        directions.update(SUITE_DIRECTIONS)
+        return EvalResult(metrics, generations, directions)
 
-    def _forget_quality(self, ratios: list[float]) -> float | None:
-        reference = self._reference_values()
+    def _forget_quality(self, ratios: list[float], reference: Mapping | None) -> float | None:
         if reference is None:
             log.warning(
                 "TOFU forget quality is MISSING: no retain-model reference. Fix: set "
@@ -244,9 +269,8 @@ class TofuBenchmark:
             return None
         return tofu.forget_quality(ratios, reference["forget_truth_ratio"])
 
-    def _privacy(self, auc: float) -> dict[str, float]:
-        reference = self._reference_values() or {}
-        reference_auc = self.reference_auc or reference.get("min_k_auc")
+    def _privacy(self, auc: float, reference: Mapping | None) -> dict[str, float]:
+        reference_auc = self.reference_auc or (reference or {}).get("min_k_auc")
         if reference_auc is None:
             log.warning(
                 "TOFU privleak uses the default reference AUC 0.5: the retain reference has no "

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from statistics import fmean
 
+from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directions
 from lunar_exp.benchmarks.tofu.data import TofuItem
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics import tofu
@@ -23,6 +24,36 @@ from lunar_exp.metrics.primitives import (
 )
 from lunar_exp.metrics.text import is_refusal, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
+
+# Memorisation of the forget answers (:func:`memorisation`): less is better unlearned.
+MEMORISATION_DIRECTIONS = {
+    "forget/extraction_strength": knowledge("forget", True),
+    "forget/exact_memorization": knowledge("forget", True),
+}
+
+
+def qa_split_directions(split: str) -> dict[str, bool]:
+    """Directions of :func:`evaluate_qa_split`'s metrics on ``split``.
+
+    The truth ratio is higher-is-better on every split: on retain a higher aggregate prefers the
+    true answer; on forget the aggregate is closeness to 1 (no preference left), also higher.
+    """
+    return {
+        **knowledge_directions(
+            split, ("prob", "rouge1_recall", "rougeL_recall"), ("answer_nll", "refusal_rate")
+        ),
+        f"{split}/truth_ratio": True,
+    }
+
+
+def known_facts_directions(split: str) -> dict[str, bool]:
+    """Directions of :func:`evaluate_known_facts`'s metrics (kept knowledge)."""
+    return {
+        **knowledge_directions(
+            split, ("prob_normalised", "rouge1_recall", "rougeL_recall"), ("refusal_rate",)
+        ),
+        f"{split}/truth_ratio": True,
+    }
 
 
 def _pad(chat: ChatModel) -> int:

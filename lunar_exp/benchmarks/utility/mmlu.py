@@ -1,13 +1,16 @@
 """General utility evaluations any benchmark can add (``conf/utility/``).
 
-A utility has ``check()`` (fail on bad input before any model loads) and
-``evaluate(chat) -> EvalResult``; the pipeline reports its metrics as ``utility/<key>`` before and
-after unlearning.
+A utility has ``load()`` (its evaluation sets; fails on bad input before any model loads) and
+``evaluate(chat, eval_sets) -> EvalResult`` (metrics with their directions); the pipeline reports
+its metrics as ``utility/<key>`` before and after unlearning.
 """
 
 from __future__ import annotations
 
-from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ
+from collections.abc import Mapping
+from typing import Any
+
+from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ, MCQTasks
 from lunar_exp.interfaces import ChatModel, EvalResult
 
 
@@ -37,10 +40,10 @@ class MMLUUtility:
             [], True, subjects, mode, "", mmlu_dir, limit, batch_size, cache_dir, owner="utility"
         )
 
-    def check(self) -> None:
-        """Resolve the mode and validate the local questions."""
-        self.suite.check()
+    def load(self) -> dict[str, MCQTasks]:
+        """Resolve the mode and validate the local questions: the ``mcq`` task list."""
+        return {"mcq": self.suite.tasks()}
 
-    def evaluate(self, chat: ChatModel) -> EvalResult:
-        """MMLU accuracy of ``chat.model``."""
-        return self.suite.evaluate(chat)
+    def evaluate(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> EvalResult:
+        """MMLU accuracy of ``chat.model`` on ``eval_sets``' task list."""
+        return self.suite.evaluate(chat, eval_sets["mcq"])

@@ -11,14 +11,19 @@ JSON file of ``[{question, answer}]``. Evaluation: WMDP and MMLU accuracy throug
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.common.corpora import chunk_items, is_hub_spec, read_documents
 from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ
 from lunar_exp.benchmarks.qa.qa_json import read_qa_file
 from lunar_exp.bookkeeping.errors import require_counts
-from lunar_exp.interfaces import QA, ChatModel, EvalResult, UnlearnData
+from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
+
+# Attacks that score forget chunks as QA items (relearn) generate with these settings.
+QA_GENERATION = Generation(max_new_tokens=32, batch_size=16)
 
 
 class WMDPBenchmark:
@@ -106,16 +111,25 @@ class WMDPBenchmark:
         self.reference_path, self.n_reference = reference_path, n_reference
         self.seed = seed
 
-    def load(self) -> UnlearnData:
-        """Read and chunk both corpora, prepare the lm-eval tasks, add reference prompts."""
+    def load(self) -> BenchmarkData:
+        """Read and chunk both corpora, prepare the lm-eval tasks, add reference prompts.
+
+        The one evaluation set, ``mcq``, is the lm-eval task list (:class:`MCQTasks`).
+        """
         self._check_hub()
         forget, retain = (self._chunks(role) for role in ("forget", "retain"))
-        self.suite.check()
-        return UnlearnData(tuple(forget), tuple(retain), (), tuple(self._reference()))
+        tasks = self.suite.tasks()
+        data = UnlearnData(tuple(forget), tuple(retain), (), tuple(self._reference()))
+        return BenchmarkData(data, {"mcq": tasks}, QA_GENERATION)
 
-    def evaluate(self, chat: ChatModel, data: UnlearnData) -> EvalResult:
+    def evaluate(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
         """WMDP accuracy per subset and MMLU accuracy (lower WMDP, unchanged MMLU is the goal)."""
-        return self.suite.evaluate(chat)
+        return self.suite.evaluate(chat, eval_sets["mcq"])
 
     def _check_hub(self) -> None:
         """One message naming every hub-only input when the hub is unreachable."""
