@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow test-slurm lint format bench clean
+.PHONY: setup run test test-fast typecheck test-slow test-slurm lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,14 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
+
+# Unit tests only (no subprocess, no CLI run, no SLURM): tests/e2e/ is left out.
+test-fast: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest --ignore=tests/e2e -m "not slow and not gpu and not slurm"
+
+typecheck: setup
+	$(VENV)/bin/pyright
 
 test-slow: setup
 	$(PY) -m pytest -m slow

@@ -22,6 +22,12 @@ def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     return layers
 
 
+def down_proj(block: nn.Module) -> nn.Module:
+    """The MLP output projection of a Llama-style decoder block (LUNAR's edited weight)."""
+    mlp = block.get_submodule("mlp")
+    return mlp.get_submodule("down_proj")
+
+
 def check_layers(model: PreTrainedModel, layers: Sequence[int], need_next: bool = True) -> None:
     """Raise a clear error when a layer index is out of range for ``model``."""
     count = len(decoder_layers(model))
@@ -42,7 +48,9 @@ def check_layers(model: PreTrainedModel, layers: Sequence[int], need_next: bool 
 
 def _hidden(output: object) -> torch.Tensor:
     """A decoder block returns a tensor or a tuple whose first item is the hidden state."""
-    return output[0] if isinstance(output, tuple) else output
+    hidden = output[0] if isinstance(output, tuple) else output
+    assert isinstance(hidden, torch.Tensor), f"unexpected block output {type(hidden).__name__}"
+    return hidden
 
 
 @contextmanager
@@ -110,7 +118,7 @@ def capture_down_proj(model: PreTrainedModel, layers: Sequence[int]) -> Iterator
             def hook(_module, args, output, layer=layer):
                 store[layer] = (args[0].detach(), output.detach())
 
-            handles.append(blocks[layer].mlp.down_proj.register_forward_hook(hook))
+            handles.append(down_proj(blocks[layer]).register_forward_hook(hook))
         yield store
     finally:
         for handle in handles:
@@ -188,7 +196,7 @@ def redirect_down_proj(
                 x = args[0]
                 return output + torch.nn.functional.linear(x, delta.to(x.device, x.dtype))
 
-            handles.append(blocks[layer].mlp.down_proj.register_forward_hook(hook))
+            handles.append(down_proj(blocks[layer]).register_forward_hook(hook))
         yield
     finally:
         for handle in handles:

@@ -17,10 +17,12 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 from lunar_exp.bookkeeping import cache
 from lunar_exp.interfaces import ChatModel
+from lunar_exp.prompts import special_id
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +51,14 @@ def packaged_file(package: str, filename: str) -> Path:
 
 def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
     """Drop the GGUF quantizer transformers attaches, so the model saves as plain float weights."""
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.is_quantized = False
+    vars(model)["hf_quantizer"] = None
+    vars(model.config).pop("quantization_config", None)
+    vars(model)["is_quantized"] = False
 
 
-def _load_gguf(gguf: Path, dtype: torch.dtype, cache_dir: Path) -> tuple[PreTrainedModel, object]:
+def _load_gguf(
+    gguf: Path, dtype: torch.dtype, cache_dir: Path
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a GGUF file once, then from a cached float safetensors copy (0.5 s instead of ~25 s)."""
     stat = gguf.stat()
     entry = cache_dir / "models" / f"gguf-{cache.config_key(str(gguf), stat.st_size, str(dtype))}"
@@ -212,9 +215,9 @@ def tiny_llama(
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=special_id(tokenizer.bos_token_id),
+        eos_token_id=special_id(tokenizer.eos_token_id),
+        pad_token_id=special_id(tokenizer.pad_token_id),
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

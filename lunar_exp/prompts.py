@@ -38,15 +38,28 @@ def render_prompt(
     messages = [{"role": "user", "content": question}]
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return _as_text(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    )
+
+
+def _as_text(rendered: object) -> str:
+    """``apply_chat_template(..., tokenize=False)`` returns text; say so to the type checker."""
+    assert isinstance(rendered, str), f"chat template rendered {type(rendered).__name__}"
+    return rendered
 
 
 def end_of_turn(tokenizer: PreTrainedTokenizerBase) -> str:
     """Return the text that closes an assistant turn in this tokenizer's template."""
-    probe = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "XYZ"}], tokenize=False
+    probe = _as_text(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "XYZ"}],
+            tokenize=False,
+        )
     )
-    return probe.split("XYZ", 1)[1].rstrip("\n") if "XYZ" in probe else tokenizer.eos_token
+    if "XYZ" in probe:
+        return probe.split("XYZ", 1)[1].rstrip("\n")
+    return str(tokenizer.eos_token)
 
 
 def encode_prompts(
@@ -84,11 +97,21 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
 
 def encode_plain(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of raw text with the tokenizer's own special tokens; never empty."""
-    ids = tokenizer(text)["input_ids"] if text else []
+    ids: list[int] = list(tokenizer(text)["input_ids"]) if text else []
     if not ids:
         start = tokenizer.bos_token_id
-        ids = [start if start is not None else tokenizer.eos_token_id]
+        ids = [special_id(start if start is not None else tokenizer.eos_token_id)]
     return ids
+
+
+def special_id(value: object) -> int:
+    """A special token's id as an int (tokenizers type these loosely); one clear error if unset."""
+    if not isinstance(value, int):
+        raise ValueError(
+            f"The tokenizer has no id for a special token it needs (got {value!r}). Fix: use a "
+            "tokenizer with bos/eos tokens."
+        )
+    return value
 
 
 def encode_item_prompts(

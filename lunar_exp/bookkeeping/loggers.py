@@ -134,25 +134,32 @@ class WandbLogger:
             dir=str(wandb_dir),
         )
 
+    @property
+    def _active(self):
+        """The open wandb run (closed loggers take no more calls)."""
+        if self._run is None:
+            raise RuntimeError("This W&B logger is closed.")
+        return self._run
+
     def log_config(self, config: Mapping[str, object]) -> None:
         """Store the composed config, the Hydra group choices and the run's variant."""
         extra = {"hydra_choices": self.choices, "hydra_variant": wandb_support.hydra_variant()}
-        self._run.config.update({**config, **extra}, allow_val_change=True)
+        self._active.config.update({**config, **extra}, allow_val_change=True)
 
     def log_metrics(self, metrics: Mapping[str, object], step: int | None = None) -> None:
         """Per-step values go to the history (one step axis per stage); results to the summary."""
         if step is None:
-            self._run.summary.update(dict(metrics))
+            self._active.summary.update(dict(metrics))
             return
         payload = dict(metrics)
         for key in metrics:
             step_key = f"{key.rpartition('/')[0]}/step"
             if step_key not in self._step_keys:
-                self._run.define_metric(step_key)
-                self._run.define_metric(f"{key.rpartition('/')[0]}/*", step_metric=step_key)
+                self._active.define_metric(step_key)
+                self._active.define_metric(f"{key.rpartition('/')[0]}/*", step_metric=step_key)
                 self._step_keys.add(step_key)
             payload[step_key] = step
-        self._run.log(payload)
+        self._active.log(payload)
 
     def close(self, exit_code: int = 0) -> None:
         """Upload the run's generations and plots (on success), finish the run, stop wandb."""
@@ -174,13 +181,13 @@ class WandbLogger:
         generations = self.run_dir / "generations.jsonl"
         if generations.is_file():
             columns, rows = wandb_support.generations_rows(generations)
-            self._run.log({"generations": wandb.Table(columns=columns, data=rows)})
+            self._active.log({"generations": wandb.Table(columns=columns, data=rows)})
         _draw_layer_sweep(self.run_dir)
         images = {
             f"plots/{p.stem}": wandb.Image(str(p)) for p in sorted(self.run_dir.glob("*.png"))
         }
         if images:
-            self._run.log(images)
+            self._active.log(images)
 
 
 def _draw_layer_sweep(run_dir: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import netrc
 import os
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 MODES = ("online", "offline", "auto")
@@ -34,7 +35,10 @@ def has_credentials() -> bool:
     return bool(login and login[2])
 
 
-def resolve_mode(mode: str) -> str:
+WandbMode = Literal["online", "offline", "disabled"]
+
+
+def resolve_mode(mode: str) -> WandbMode:
     """The wandb mode to start in, failing at once when ``online`` has no credentials.
 
     ``auto`` follows ``WANDB_MODE`` when it is ``offline`` or ``disabled``; otherwise it is
@@ -48,8 +52,9 @@ def resolve_mode(mode: str) -> str:
             f"logger.mode={mode!r} is not a W&B mode. Fix: use online, offline or auto."
         )
     if mode == "auto":
-        if os.environ.get("WANDB_MODE") in ("offline", "disabled"):
-            return os.environ["WANDB_MODE"]
+        forced = os.environ.get("WANDB_MODE")
+        if forced == "offline" or forced == "disabled":
+            return forced
         return "online" if has_credentials() else "offline"
     if mode == "online" and not has_credentials():
         host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
@@ -58,7 +63,7 @@ def resolve_mode(mode: str) -> str:
             f"{netrc_path()} has no login for {host}. Fix: export WANDB_API_KEY (or run "
             "`wandb login`), or use logger.mode=offline and upload later with `wandb sync`."
         )
-    return mode
+    return "online" if mode == "online" else "offline"
 
 
 def hydra_runtime() -> tuple[Path | None, dict[str, str]]:
@@ -95,7 +100,7 @@ def _cell(value: object) -> object:
     return json.dumps(value)
 
 
-def generations_rows(path: Path) -> tuple[list[str], list[list[object]]]:
+def generations_rows(path: Path) -> tuple[list[Any], list[Any]]:
     """Columns (in order of first appearance) and rows of a ``generations.jsonl`` file."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     columns: list[str] = []
