@@ -23,6 +23,7 @@ run: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pyright
 	$(PY) -m pytest
 
 # Unit tests only (no subprocess, no CLI run, no SLURM): tests/e2e/ is left out.
@@ -38,7 +39,7 @@ test-slow: setup
 
 # Hydra sweeps through a real SLURM cluster on this machine (root; scripts/slurm_local.sh).
 test-slurm: setup
-	$(PY) -m pytest -m slurm tests/test_slurm.py
+	$(PY) -m pytest -m slurm tests/e2e/test_slurm.py
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -25,7 +25,7 @@ def check_unlearn_data(data: UnlearnData, chat: ChatModel) -> None:
 
 
 def _check_context_length(data: UnlearnData, chat: ChatModel) -> None:
-    limit = getattr(chat.model.config, "max_position_embeddings", None)
+    limit = chat.model.config.to_dict().get("max_position_embeddings")
     if not limit:
         return
     items = data.finetune_items() + data.reference

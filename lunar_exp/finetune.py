@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from lunar_exp.bookkeeping import cache
 from lunar_exp.interfaces import ChatModel, UnlearnData
+from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.settings import setting, validate
 from lunar_exp.training import supervised_finetune
@@ -58,7 +59,7 @@ class FineTune:
     def hparams(self) -> dict[str, object]:
         """The training settings: part of the cache key of the target model (keep the names)."""
         names = ("lr", "epochs", "batch_size", "weight_decay", "seed")
-        return {name: getattr(self, name) for name in names}
+        return {name: vars(self)[name] for name in names}
 
     def entry(self, model_key: dict, data: UnlearnData) -> Path:
         """Cache location keyed by the model config, the exact training items and the hparams."""
@@ -81,7 +82,8 @@ class FineTune:
         if meta is not None:
             log.info("%s loaded from cache %s", role.capitalize(), entry)
             self._load(chat, entry)
-            return FinetuneReport(True, time.perf_counter() - start, str(entry), meta["losses"])
+            losses = _cached_losses(meta, entry)
+            return FinetuneReport(True, time.perf_counter() - start, str(entry), losses)
         log.info("Fine-tuning the %s (cache miss: %s)", role, entry)
         losses = self._train(chat, data, stage=f"finetune/{role.replace(' ', '_')}")
         cache.write_entry(
@@ -94,7 +96,7 @@ class FineTune:
     def _train(self, chat: ChatModel, data: UnlearnData, stage: str) -> list[float]:
         items = data.finetune_items()
         pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
-        pad = chat.tokenizer.pad_token_id
+        pad = padding_id(chat.tokenizer)
         torch.manual_seed(self.seed)
         return supervised_finetune(
             chat.model,
@@ -112,4 +114,17 @@ class FineTune:
     def _load(chat: ChatModel, entry: Path) -> None:
         device, dtype = chat.model.device, chat.model.dtype
         model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype, use_safetensors=True)
-        chat.model = model.to(device).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps, whose typeshed type
+        # (_Wrapped) has no __get__: pyright sees the bound call as missing ``self``.
+        chat.model = model.to(device).eval()  # pyright: ignore[reportArgumentType]
+
+
+def _cached_losses(meta: dict[str, object], entry: Path) -> list[float]:
+    """The per-epoch losses a cache entry's metadata recorded when it was trained."""
+    losses = meta["losses"]
+    if not isinstance(losses, list):
+        raise ValueError(
+            f"Cache entry {entry} records losses={losses!r}, not a list. Fix: delete the entry "
+            "so the stage trains again."
+        )
+    return losses

@@ -12,9 +12,11 @@ from transformers import PreTrainedModel
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The list of decoder blocks of a Llama-style causal LM."""
-    inner = getattr(model, "model", None)
-    layers = getattr(inner, "layers", None)
-    if layers is None:
+    try:
+        layers = model.get_submodule("model.layers")
+    except AttributeError:
+        layers = None
+    if not isinstance(layers, nn.ModuleList):
         raise ValueError(
             f"{type(model).__name__} has no model.layers: only decoder-only "
             "Llama-style models (Llama, Mistral, Qwen2, Gemma, SmolLM) are supported."

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from lunar_exp.attacks._common import AttackTarget
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,16 @@ class UnlearnOutcome:
 
     ``control``, when set, is inference-time unlearning: the method left the weights alone and
     ``control(chat)`` is a context manager that switches the unlearning on (LUNAR ``mode=hook``);
-    every evaluation of the unlearned model runs inside it.
+    every evaluation of the unlearned model runs inside it. ``edited_layers`` names the decoder
+    blocks the method changed on purpose (LUNAR's ``down_proj`` layers, RMU's layer); attacks
+    aimed at the edit (layer skip, reverse direction) read it. Empty: no particular layer.
     """
 
     metrics: Mapping[str, float] = field(default_factory=dict)
     tensors: Mapping[str, torch.Tensor] = field(default_factory=dict)
     info: Mapping[str, object] = field(default_factory=dict)
     control: Callable[[ChatModel], AbstractContextManager] | None = None
+    edited_layers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,15 +171,78 @@ class EdgeSplit(Protocol):
         ...
 
 
+@runtime_checkable
 class Method(Protocol):
-    """An unlearning method: edits ``chat.model`` in place."""
+    """An unlearning method (``conf/method/``): edits ``chat.model`` in place.
+
+    Settings are dataclass fields declared with :func:`lunar_exp.settings.setting` and checked
+    when Hydra builds the method; checks that need the loaded model come through
+    :class:`ChecksModel`.
+    """
 
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Unlearn ``data.forget`` while keeping ``data.retain``."""
         ...
 
-    # Optional: ``check(self, chat) -> None`` validates settings against the loaded model before
-    # the fine-tuning stage, so bad values fail at once; the pipeline calls it when present.
+
+@runtime_checkable
+class ChecksModel(Protocol):
+    """A method whose settings must fit the loaded model (layer indices in range).
+
+    The pipeline calls :meth:`check` right after loading the model, before the fine-tuning
+    stage, so a bad value fails at once.
+    """
+
+    def check(self, chat: ChatModel) -> None:
+        """Raise ValueError naming the setting and the fix when it does not fit ``chat``."""
+        ...
+
+
+class Attack(Protocol):
+    """An attack on the unlearned model (``conf/attack/``), evaluated after unlearning.
+
+    An attack leaves the unlearned model as it found it: hook attacks live inside context
+    managers, weight attacks work on a copy (:func:`lunar_exp.attacks._common.model_copy`).
+    """
+
+    def check(self, chat: ChatModel, data: UnlearnData) -> None:
+        """Reject the run's model or data before any expensive stage (ValueError with a fix)."""
+        ...
+
+    def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
+        """The attacked model's evaluation and details (numbers become ``attack/<name>/`` keys)."""
+        ...
+
+
+class Utility(Protocol):
+    """A general-capability evaluation any benchmark can add (``conf/utility/``).
+
+    Its metrics are reported under ``utility/`` before and after unlearning.
+    """
+
+    def load(self) -> Mapping[str, Any]:
+        """Read and check the evaluation sets before any model is loaded."""
+        ...
+
+    def evaluate(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> EvalResult:
+        """Score ``chat`` on ``eval_sets``; every metric with its direction."""
+        ...
+
+
+class MetricLogger(Protocol):
+    """Where a run's config, per-step training values and results go (``conf/logger/``)."""
+
+    def log_config(self, config: Mapping[str, object]) -> None:
+        """Log the composed config (and other run-level records) once."""
+        ...
+
+    def log_metrics(self, metrics: Mapping[str, object], step: int | None = None) -> None:
+        """Log metrics: per-step values with ``step``, the run's results without."""
+        ...
+
+    def close(self, exit_code: int = 0) -> None:
+        """Release the logger; a non-zero ``exit_code`` marks the run failed."""
+        ...
 
 
 @dataclass
@@ -186,6 +255,6 @@ class EvalResult:
     means "better unlearned" (less knowledge); on every other split it means "better kept".
     """
 
-    metrics: dict[str, float]
+    metrics: dict[str, Any]  # numbers; None where a metric cannot be computed, or a label
     generations: dict[str, list[dict[str, object]]]
     directions: dict[str, bool | None]

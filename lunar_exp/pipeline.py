@@ -27,15 +27,20 @@ from lunar_exp.bookkeeping.loggers import logging_run
 from lunar_exp.bookkeeping.offline import check_hub_access
 from lunar_exp.data_checks import check_unlearn_data
 from lunar_exp.interfaces import (
+    Attack,
     Benchmark,
     BenchmarkData,
     ChatModel,
+    ChecksModel,
     EvalResult,
+    Method,
     UnlearnData,
     UnlearnOutcome,
+    Utility,
 )
 from lunar_exp.methods import build_method
 from lunar_exp.metrics.primitives import batch_token_budget
+from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +61,24 @@ def seed_everything(seed: int) -> None:
 def model_cache_key(cfg: DictConfig) -> dict:
     """The part of the model config that determines the weights (not device or cache paths)."""
     node = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(node, dict), "the model config is a mapping"
     return {k: v for k, v in node.items() if k not in ("device", "cache_dir", "name")}
 
 
-def _check_integers(**values: object) -> None:
-    for name, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{name}={value!r} is not an integer. Fix: e.g. {name}=1.")
+@dataclass(kw_only=True)
+class RunSettings:
+    """The run-level settings of ``conf/config.yaml`` that the pipeline itself reads."""
+
+    seed: int = setting(0, help="seed of Python, NumPy and torch (and of each part's ${seed}).")
+    threads: int | None = setting(None, ge=1, help="torch CPU threads; null: torch's default.")
+
+    def __post_init__(self) -> None:
+        validate(self, "")
 
 
 def run(cfg: DictConfig) -> dict[str, object]:
     """Run one experiment and return its metrics (also written to ``metrics.json``)."""
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ValueError(f"seed={cfg.seed!r} is not an integer. Fix: e.g. seed=0.")
-    if cfg.threads is not None and (
-        isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int)
-    ):
-        raise ValueError(f"threads={cfg.threads!r} is not an integer. Fix: e.g. threads=1.")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ValueError(
-            f"threads={cfg.threads} is out of range. Fix: use threads >= 1, or threads=null "
-            "for torch's default."
-        )
+    RunSettings(seed=cfg.seed, threads=cfg.threads)
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -110,10 +111,10 @@ class _Stages:
     cfg: DictConfig
     run_dir: Path
     benchmark: Benchmark
-    method: object
-    attacks: dict[str, object]
-    utility: object
-    utility_sets: Mapping[str, Any] | None
+    method: Method
+    attacks: dict[str, Attack]
+    utility: Utility | None
+    utility_sets: Mapping[str, Any]
     bench: BenchmarkData
     chat: ChatModel
     requests: list[list[str]] | None
@@ -206,7 +207,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
     data = bench.unlearn
     chat = instantiate(cfg.model)
     check_unlearn_data(data, chat)
-    if hasattr(method, "check"):
+    if isinstance(method, ChecksModel):
         method.check(chat)
     requests = cfg.method.get("requests")
     eval_data, eval_sets = data, bench.eval_sets
@@ -298,18 +299,18 @@ def _evaluate_target(run: _Stages, target_path: str) -> tuple[EvalResult, bool]:
         return result, False
 
 
-def _attacks(cfg: DictConfig) -> dict[str, object]:
+def _attacks(cfg: DictConfig) -> dict[str, Attack]:
     """The configured attacks (``conf/attack/``), by name; empty for ``attack=none``."""
     return {name: instantiate(node) for name, node in (cfg.get("attack") or {}).items()}
 
 
-def _utility(cfg: DictConfig) -> tuple[object, Mapping[str, Any] | None]:
+def _utility(cfg: DictConfig) -> tuple[Utility | None, Mapping[str, Any]]:
     """The configured utility evaluation (``conf/utility/``) and its loaded, checked sets.
 
-    Both are None for ``utility=none``.
+    None and no sets for ``utility=none``.
     """
     if not cfg.get("utility"):
-        return None, None
+        return None, {}
     utility = instantiate(cfg.utility)
     return utility, utility.load()
 

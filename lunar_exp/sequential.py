@@ -10,14 +10,22 @@ the rest), so the curves are comparable; per-request forget ROUGE-1 comes from t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from lunar_exp.interfaces import ChatModel, EdgeSplit, EvalResult, UnlearnData, UnlearnOutcome
+from lunar_exp.interfaces import (
+    Benchmark,
+    ChatModel,
+    EdgeSplit,
+    EvalResult,
+    Method,
+    UnlearnData,
+    UnlearnOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +101,16 @@ class SequentialResult:
     metrics: dict[str, object] = field(default_factory=dict)
     directions: dict[str, bool | None] = field(default_factory=dict)
     after: EvalResult | None = None
-    outcome: UnlearnOutcome | None = None
-    curve: list[dict[str, float]] = field(default_factory=list)
+    outcome: UnlearnOutcome = field(default_factory=UnlearnOutcome)
+    curve: list[dict[str, float | None]] = field(default_factory=list)
 
 
 def run_requests(
-    method,
+    method: Method,
     chat: ChatModel,
     data: UnlearnData,
-    requests,
-    benchmark,
+    requests: list[list[str]],
+    benchmark: Benchmark,
     before: EvalResult,
     eval_sets: Mapping[str, Any],
     reference: Mapping[str, Any] | None = None,
@@ -113,7 +121,8 @@ def run_requests(
     """
     result = SequentialResult(curve=[_curve_point(0, before, _request_scores(0, before, requests))])
     controls: list[Callable[[ChatModel], AbstractContextManager]] = []
-    infos = []
+    infos: list[dict[str, object]] = []
+    layers: set[int] = set()
     for k, request in enumerate(requests, start=1):
         log.info("Sequential request %d/%d: forget %s", k, len(requests), request)
         with _all(controls, chat):
@@ -132,47 +141,61 @@ def run_requests(
         result.directions.update({key: way for key in scores})
         result.curve.append(_curve_point(k, after, scores))
         infos.append(dict(outcome.info))
+        layers.update(outcome.edited_layers)
         result.after = after
-    result.outcome = _combined(infos, controls)
+    result.outcome = _combined(infos, controls, layers)
     return result
 
 
 @contextmanager
-def _all(controls, chat):
+def _all(
+    controls: Sequence[Callable[[ChatModel], AbstractContextManager]], chat: ChatModel
+) -> Iterator[None]:
     with ExitStack() as stack:
         for control in controls:
             stack.enter_context(control(chat))
         yield
 
 
-def _combined(infos: list[dict], controls) -> UnlearnOutcome:
-    layers = sorted({int(layer) for info in infos for layer in info.get("layers", [])})
-    info = {"requests": infos, **({"layers": layers} if layers else {})}
-    control = None
-    if controls:
+def _combined(
+    infos: list[dict[str, object]],
+    controls: list[Callable[[ChatModel], AbstractContextManager]],
+    layers: set[int],
+) -> UnlearnOutcome:
+    """One outcome for the attacks: every request's edit switched on, every edited layer."""
 
-        def control(chat):
-            return _all(controls, chat)
+    def control(chat: ChatModel) -> AbstractContextManager:
+        return _all(controls, chat)
 
-    return UnlearnOutcome({}, {}, info, control)
+    return UnlearnOutcome(
+        info={"requests": infos},
+        control=control if controls else None,
+        edited_layers=tuple(sorted(layers)),
+    )
 
 
 # Each request's share of the forget set is scored by the forget items' ROUGE-1 recall.
 REQUEST_SCORE = "forget/rouge1_recall"
 
 
-def _request_scores(k: int, result: EvalResult, requests) -> dict[str, float]:
+def _request_scores(k: int, result: EvalResult, requests: list[list[str]]) -> dict[str, float]:
     rows = result.generations.get("forget", [])
     scores = {}
     for j, request in enumerate(requests, start=1):
-        values = [r["rouge1_recall"] for r in rows if r.get("edge") in request]
+        values = [_number(r["rouge1_recall"]) for r in rows if r.get("edge") in request]
         if values:
             scores[f"seq/{k}/request_{j}/{REQUEST_SCORE}"] = fmean(values)
     return scores
 
 
-def _curve_point(k: int, result: EvalResult, scores: dict[str, float]) -> dict[str, float]:
-    point = {"request": k}
+def _number(value: object) -> float:
+    if not isinstance(value, int | float):
+        raise TypeError(f"expected a number in a generations record, got {value!r}")
+    return float(value)
+
+
+def _curve_point(k: int, result: EvalResult, scores: dict[str, float]) -> dict[str, float | None]:
+    point: dict[str, float | None] = {"request": k}
     for key in ("forget/rouge1_recall", "retain/rouge1_recall", "deviation_score"):
         point[key] = result.metrics.get(key)
     for key, value in scores.items():
@@ -180,7 +203,7 @@ def _curve_point(k: int, result: EvalResult, scores: dict[str, float]) -> dict[s
     return point
 
 
-def plot_curve(curve: list[dict[str, float]], path: Path) -> None:
+def plot_curve(curve: list[dict[str, float | None]], path: Path) -> None:
     """Forget/retain ROUGE-1 (and each request's forget ROUGE-1) and the DS over requests."""
     import matplotlib
 

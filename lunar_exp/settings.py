@@ -73,16 +73,22 @@ def validate(component: object, prefix: str, skip: Iterable[str] = ()) -> None:
     """Check every setting of a dataclass ``component`` (except ``skip``) against its field."""
     rules = _rules(type(component))
     skip = set(skip)
-    check(prefix, [(n, getattr(component, n), r) for n, r in rules.items() if n not in skip])
+    values = vars(component)
+    check(prefix, [(n, values[n], r) for n, r in rules.items() if n not in skip])
 
 
 def check(prefix: str, entries: Iterable[tuple[str, object, Rule]]) -> None:
     """Raise ValueError for the first (name, value, rule) of a wrong type, else out of range."""
     flat = [item for name, value, rule in entries for item in _items(prefix, name, value, rule)]
     for name, value, rule in flat:
-        _check_type(f"{prefix}.{name}", value, rule)
+        _check_type(_key(prefix, name), value, rule)
     for name, value, rule in flat:
-        _check_range(f"{prefix}.{name}", value, rule)
+        _check_range(_key(prefix, name), value, rule)
+
+
+def _key(prefix: str, name: str) -> str:
+    """The override that sets ``name``: ``method.lr``, or ``seed`` for a top-level key."""
+    return f"{prefix}.{name}" if prefix else name
 
 
 def describe(cls: type, prefix: str) -> list[str]:
@@ -95,7 +101,7 @@ def describe(cls: type, prefix: str) -> list[str]:
         rule = _rules(cls)[field.name]
         bounds = f", {_bounds(rule)}" if _has_bounds(rule) else ""
         help_text = field.metadata.get("help", "")
-        lines.append(f"{prefix}.{field.name} (default {default!r}{bounds}): {help_text}")
+        lines.append(f"{_key(prefix, field.name)} (default {default!r}{bounds}): {help_text}")
     return lines
 
 
@@ -105,7 +111,7 @@ def _items(prefix: str, name: str, value: object, rule: Rule):
     if not rule.many:
         return [(name, value, rule)]
     if isinstance(value, str) or not isinstance(value, Sequence):
-        key = f"{prefix}.{name}"
+        key = _key(prefix, name)
         raise ValueError(f"{key}={value!r} is not a list. Fix: give a list, e.g. {key}=[...].")
     item = dataclasses.replace(rule, many=False, optional=False)
     return [(f"{name}[{i}]", v, item) for i, v in enumerate(value)]

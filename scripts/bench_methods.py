@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _runs import ROOT, machine, run_once
+from _runs import ROOT, machine, method_options, run_once
 
 from lunar_exp.metrics.text import deviation_score
 
@@ -30,7 +30,7 @@ KEYS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="lunar,ga,graddiff,npo,simnpo,idkdpo,rmu")
+    parser.add_argument("--methods", default=",".join(method_options()))
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_methods"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on localhost, for hydra/launcher=slurm and tests/test_slurm.py.
+# A real single-node SLURM cluster on localhost, for hydra/launcher=slurm and tests/e2e/test_slurm.py.
 #
 #   scripts/slurm_local.sh start    install (apt, once) and start munged, MariaDB, slurmdbd,
 #                                   slurmctld, slurmd; idempotent: running daemons are kept

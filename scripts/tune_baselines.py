@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _runs import ROOT, machine, run_once
+from _runs import ROOT, machine, method_options, run_once
 
 KEYS = [
     "deviation_score",
@@ -27,7 +27,8 @@ KEYS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="ga,graddiff,npo,simnpo,idkdpo,rmu")
+    baselines = [name for name in method_options() if name != "lunar"]
+    parser.add_argument("--methods", default=",".join(baselines))
     parser.add_argument("--lrs", default="1e-5,5e-5,2e-4")
     parser.add_argument("--epochs", default="10")
     parser.add_argument("--out", default=str(ROOT / "docs" / "tuning_synthetic"))

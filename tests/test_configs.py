@@ -5,7 +5,6 @@ import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from lunar_exp.bookkeeping import errors
 from lunar_exp.methods import PIPELINE_KEYS, build_method
 from lunar_exp.methods._loop import TrainLoop
 from lunar_exp.settings import Rule, check, describe, setting, validate
@@ -175,34 +174,3 @@ def test_settings_accept_their_bounds_and_none():
 def test_choices_name_the_options():
     with pytest.raises(ValueError, match=r"^method.solver='newton': use closed_form or adamw. Fix"):
         check("method", [("solver", "newton", Rule(choices=("closed_form", "adamw")))])
-
-
-def test_require_helpers_keep_their_messages():
-    cases = [
-        (
-            lambda: errors.require_numbers("m", lr="x"),
-            "m.lr='x' is not a number. Fix: give a "
-            "number, e.g. m.lr=1e-5 (see --cfg job for the current values).",
-        ),
-        (
-            lambda: errors.require_ranges("m", {"a": 1}, {"b": -1}),
-            "m.b=-1 is out of range. Fix: use a value >= 0.",
-        ),
-        (lambda: errors.require_ranges("m", {"a": 0}, {"b": "x"}), "m.b='x' is not a number."),
-        (
-            lambda: errors.require_index("m", "layer", "7"),
-            "m.layer='7' is not an integer. Fix: give a whole number, e.g. m.layer=7.",
-        ),
-        (
-            lambda: errors.require_counts("b", 1, n=None, k=0),
-            "b.k=0 is out of range. Fix: use a value >= 1.",
-        ),
-        (
-            lambda: errors.require_fraction("b", "min_k", 0),
-            "b.min_k=0 is out of range. Fix: use a value in (0, 1].",
-        ),
-    ]
-    for call, message in cases:
-        with pytest.raises(ValueError) as caught:
-            call()
-        assert str(caught.value).startswith(message)

@@ -6,9 +6,9 @@ import torch
 from lunar_exp.methods import build_method
 from lunar_exp.models import tiny_llama
 from lunar_exp.pipeline import seed_everything
-from tests.conftest import compose_config, toy_benchmark
+from tests.conftest import compose_config, method_options, toy_benchmark
 
-METHODS = ["lunar", "ga", "graddiff", "npo", "simnpo", "idkdpo", "rmu"]
+METHODS = method_options()
 
 
 def unlearn_once(method: str, state: dict) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import PreTrainedModel
 
 from lunar_exp.hooks import decoder_layers
 from lunar_exp.interfaces import (
@@ -70,10 +71,8 @@ def edited_layers(target: AttackTarget, layers: list[int] | None) -> list[int]:
     """``layers`` if given, else the layers the method edited, else a fallback depth."""
     if layers is not None:
         chosen = [int(layer) for layer in layers]
-    elif target.outcome.info.get("layers"):
-        chosen = [int(layer) for layer in target.outcome.info["layers"]]
-    elif target.outcome.info.get("layer") is not None:
-        chosen = [int(target.outcome.info["layer"])]
+    elif target.outcome.edited_layers:
+        chosen = list(target.outcome.edited_layers)
     else:
         count = len(decoder_layers(target.chat.model))
         chosen = [min(int(FALLBACK_DEPTH * count), count - 2)]
@@ -105,7 +104,7 @@ def model_copy(chat: ChatModel) -> Iterator[ChatModel]:
             torch.cuda.empty_cache()
 
 
-def linear_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def linear_weights(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     """The weight of every linear layer inside the decoder blocks, by module name."""
     blocks = decoder_layers(model)
     return {

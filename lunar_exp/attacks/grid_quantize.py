@@ -10,11 +10,13 @@ general result about 4-bit quantization.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, linear_weights, model_copy, relative_change
-from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import EvalResult
+from lunar_exp.settings import setting, validate
 
 
 def round_to_q4_1(weight: torch.Tensor, group_size: int = 32) -> torch.Tensor:
@@ -31,16 +33,16 @@ def round_to_q4_1(weight: torch.Tensor, group_size: int = 32) -> torch.Tensor:
     return (levels * scale + low).reshape(rows, cols).to(weight.dtype)
 
 
+@dataclass(kw_only=True)
 class GridQuantizeQ41:
-    """Round a copy's decoder linear weights to the Q4_1 grid, then evaluate it.
+    """Round a copy's decoder linear weights to the Q4_1 grid, then evaluate it."""
 
-    Args:
-        group_size: weights per group sharing one scale and minimum (32 in GGUF Q4_1).
-    """
+    group_size: int = setting(
+        32, ge=1, help="weights per group sharing one scale and minimum (32 in GGUF Q4_1)."
+    )
 
-    def __init__(self, group_size: int = 32) -> None:
-        require_counts("attack.quantize_q4_1_grid", 1, group_size=group_size)
-        self.group_size = group_size
+    def __post_init__(self) -> None:
+        validate(self, "attack.quantize_q4_1_grid")
 
     def check(self, chat, data) -> None:
         """The block weights' rows must split into whole groups."""

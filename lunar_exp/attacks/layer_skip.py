@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lunar_exp.attacks._common import AttackTarget, check_attack_layers, edited_layers
 from lunar_exp.hooks import skip_blocks
 from lunar_exp.interfaces import EvalResult
+from lunar_exp.settings import setting, validate
 
 
+@dataclass(kw_only=True)
 class LayerSkip:
-    """Evaluate the unlearned model with some decoder blocks turned into identities.
+    """Evaluate the unlearned model with some decoder blocks turned into identities."""
 
-    Args:
-        layers: blocks to skip; default: the layers the method edited (LUNAR's ``down_proj``
-            layers, RMU's layer), else the fallback depth of :mod:`lunar_exp.attacks._common`.
-    """
+    layers: list[int] | None = setting(
+        None,
+        help="blocks to skip; null: the layers the method edited (LUNAR's down_proj layers, "
+        "RMU's layer), else the fallback depth of lunar_exp.attacks._common.",
+    )
 
-    def __init__(self, layers: Sequence[int] | None = None) -> None:
-        self.layers = None if layers is None else [int(layer) for layer in layers]
+    def __post_init__(self) -> None:
+        validate(self, "attack.layer_skip")
 
     def check(self, chat, data) -> None:
         """Fail before any expensive stage when explicit layers do not fit the model."""

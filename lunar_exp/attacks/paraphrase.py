@@ -29,12 +29,11 @@ class Paraphrase:
         rephrased = tuple(replace(item, question=item.paraphrase) for item in target.data.forget)
         with target.control(target.chat):
             result = score_qa(target.chat, target.generation, {"forget": rephrased})
-        retain = target.after.metrics.get("retain/rouge1_recall")
-        if retain is not None:
+        after = target.after
+        retain = after.metrics.get("retain/rouge1_recall") if after is not None else None
+        if after is not None and retain is not None:
             result.metrics["retain/rouge1_recall"] = retain
-            result.directions["retain/rouge1_recall"] = target.after.directions[
-                "retain/rouge1_recall"
-            ]
+            result.directions["retain/rouge1_recall"] = after.directions["retain/rouge1_recall"]
             result.metrics["deviation_score"] = deviation_score(
                 result.metrics["forget/rouge1_recall"], retain
             )

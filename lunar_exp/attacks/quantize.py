@@ -8,18 +8,20 @@ format of Zhang et al.'s experiments); both run on CPU and GPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, linear_weights, model_copy, relative_change
-from lunar_exp.interfaces import EvalResult
+from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
+from lunar_exp.settings import setting, validate
 
-_BITS = ("int8", "int4", "nf4")
 # Block sizes bitsandbytes' 4-bit quantizer accepts.
 NF4_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
+@dataclass(kw_only=True)
 class Quantize:
     """Quantize a copy of the unlearned model's linear layers (weights only) and evaluate it.
 
@@ -29,33 +31,30 @@ class Quantize:
     the values a weight-only quantized kernel multiplies by. Keeping plain ``nn.Linear``
     modules lets evaluation run under ``torch.inference_mode`` and keeps LUNAR's ``mode=hook``
     control attached to the same modules.
-
-    Args:
-        weights: ``int8`` (per-channel) or ``int4`` (group-wise), quanto's qint8 / qint4, or
-            ``nf4`` (bitsandbytes 4-bit NormalFloat, blocks of ``blocksize``).
-        blocksize: NF4 block size (64, bitsandbytes' default for ``load_in_4bit``).
-        exclude: names of modules left in full precision (the output head by default; the
-            attack touches only linear layers inside the decoder blocks).
     """
 
-    def __init__(
-        self,
-        weights: Literal["int8", "int4", "nf4"] = "int8",
-        exclude: list[str] | None = None,
-        blocksize: int = 64,
-    ) -> None:
-        if weights not in _BITS:
-            raise ValueError(f"attack quantize weights={weights!r}: use int8, int4 or nf4.")
-        if weights == "nf4" and blocksize not in NF4_BLOCKSIZES:
-            raise ValueError(
-                f"attack quantize blocksize={blocksize!r} is not an NF4 block size. Fix: use one "
-                f"of {list(NF4_BLOCKSIZES)} (bitsandbytes' choices; 64 is its default)."
-            )
-        self.weights = weights
-        self.blocksize = blocksize
-        self.exclude = ["lm_head"] if exclude is None else list(exclude)
+    weights: Literal["int8", "int4", "nf4"] = setting(
+        "int8",
+        help="int8 (per-channel) or int4 (group-wise), quanto's qint8 / qint4, or nf4 "
+        "(bitsandbytes 4-bit NormalFloat, blocks of blocksize).",
+    )
+    exclude: list[str] = setting(
+        ["lm_head"],
+        help="names of modules left in full precision (the attack touches only linear layers "
+        "inside the decoder blocks).",
+    )
+    blocksize: int = setting(64, help="NF4 block size (64, bitsandbytes' default).")
 
-    def check(self, chat, data) -> None:
+    def __post_init__(self) -> None:
+        validate(self, "attack.quantize")
+        if self.weights == "nf4" and self.blocksize not in NF4_BLOCKSIZES:
+            raise ValueError(
+                f"attack.quantize_nf4.blocksize={self.blocksize!r} is not an NF4 block size. "
+                f"Fix: use one of {list(NF4_BLOCKSIZES)} (bitsandbytes' choices; 64 is its "
+                "default)."
+            )
+
+    def check(self, chat: ChatModel, data: UnlearnData) -> None:
         """Nothing model-specific to check before the run."""
 
     def evaluate(self, target: AttackTarget) -> tuple[EvalResult, dict[str, object]]:
@@ -90,5 +89,10 @@ class Quantize:
         quantized = QLinear.from_module(
             module, weights={"int8": qint8, "int4": qint4}[self.weights]
         )
+        if quantized is None:
+            raise TypeError(f"optimum-quanto cannot quantize {type(module).__name__}")
         quantized.freeze()
-        return quantized.qweight.dequantize()
+        weight = quantized.qweight
+        if weight is None:
+            raise TypeError("optimum-quanto left the layer without quantized weights")
+        return weight.dequantize()

@@ -7,42 +7,33 @@ trained on (Lynch et al. 2024; Hu et al., "Jogging the memory of unlearned LLMs"
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from lunar_exp.attacks._common import AttackTarget, model_copy
 from lunar_exp.attacks._qa import mean_answer_nll, score_qa
-from lunar_exp.bookkeeping.errors import require_numbers
-from lunar_exp.interfaces import EvalResult, UnlearnData
+from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs
+from lunar_exp.settings import setting, validate
 from lunar_exp.training import supervised_finetune
 
 
+@dataclass(kw_only=True)
 class Relearn:
-    """Fine-tune a copy on the first ``n_items`` forget items; score the other forget items.
+    """Fine-tune a copy on the first ``n_items`` forget items; score the other forget items."""
 
-    Args:
-        n_items: forget items the attacker trains on (the rest are held out and scored).
-        steps: optimizer steps (batches), whole epochs over the slice.
-        lr: AdamW learning rate.
-        batch_size: items per step.
-        seed: order of the items within an epoch.
-    """
+    n_items: int = setting(
+        2, ge=1, help="forget items the attacker trains on (the rest are held out and scored)."
+    )
+    steps: int = setting(10, ge=1, help="optimizer steps (batches), whole epochs over the slice.")
+    lr: float = setting(1e-4, gt=0, help="AdamW learning rate.")
+    batch_size: int = setting(2, ge=1, help="items per step.")
+    seed: int = setting(0, help="order of the items within an epoch.")
 
-    def __init__(
-        self,
-        n_items: int = 2,
-        steps: int = 10,
-        lr: float = 1e-4,
-        batch_size: int = 2,
-        seed: int = 0,
-    ) -> None:
-        require_numbers("attack.relearn", lr=lr, n_items=n_items, steps=steps)
-        if n_items < 1 or steps < 1 or batch_size < 1:
-            raise ValueError("attack.relearn n_items, steps and batch_size must be at least 1.")
-        self.n_items, self.steps, self.lr = int(n_items), int(steps), float(lr)
-        self.batch_size, self.seed = int(batch_size), seed
+    def __post_init__(self) -> None:
+        validate(self, "attack.relearn")
 
-    def check(self, chat, data: UnlearnData) -> None:
+    def check(self, chat: ChatModel, data: UnlearnData) -> None:
         """The forget set must keep at least one item out of the attacker's slice."""
         if len(data.forget) <= self.n_items:
             raise ValueError(

@@ -3,59 +3,51 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from lunar_exp.attacks._common import AttackTarget, check_attack_layers, edited_layers
-from lunar_exp.bookkeeping.errors import require_numbers
 from lunar_exp.hooks import add_to_block_outputs
-from lunar_exp.interfaces import EvalResult
+from lunar_exp.interfaces import ChatModel, EvalResult, UnlearnData
 from lunar_exp.methods._activations import mean_last_token_outputs
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_prompts
+from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(kw_only=True)
 class ReverseDirection:
     """Push activations back along the unlearning direction at every position.
 
     With LUNAR's saved unlearning vectors ``r_l`` and coefficients the attacker knows exactly
     what was added; for methods without vectors the direction is recomputed on the unlearned
     model as mean(reference) − mean(forget) at the last prompt token, as LUNAR computes it.
-
-    Args:
-        source: ``saved`` uses the method's own vectors when it saved them (the oracle attacker
-            of LUNAR.md §4); ``recompute`` always estimates the direction from the unlearned
-            model (an attacker who has the weights but not the vectors).
-        coeff: c; default: the method's own coefficients (LUNAR), else ``default_coeff``.
-        default_coeff: c when the method has no coefficient.
-        layers: layers to attack; default: the method's edited layers (or the fallback depth).
-        batch_size: prompts per forward pass when recomputing a direction.
     """
 
-    def __init__(
-        self,
-        source: Literal["saved", "recompute"] = "saved",
-        coeff: float | None = None,
-        default_coeff: float = 2.0,
-        layers: Sequence[int] | None = None,
-        batch_size: int = 16,
-    ) -> None:
-        require_numbers("attack.reverse_direction", default_coeff=default_coeff)
-        if coeff is not None:
-            require_numbers("attack.reverse_direction", coeff=coeff)
-        if source not in ("saved", "recompute"):
-            raise ValueError(f"attack reverse_direction source={source!r}: use saved or recompute.")
-        self.source = source
-        self.coeff = coeff
-        self.default_coeff = float(default_coeff)
-        self.layers = None if layers is None else [int(layer) for layer in layers]
-        self.batch_size = batch_size
+    source: Literal["saved", "recompute"] = setting(
+        "saved",
+        help="saved: the method's own vectors when it saved them (the oracle attacker of "
+        "LUNAR.md §4); recompute: always estimate the direction from the unlearned model (an "
+        "attacker who has the weights but not the vectors).",
+    )
+    coeff: float | None = setting(
+        None, help="c; null: the method's own coefficients (LUNAR), else default_coeff."
+    )
+    default_coeff: float = setting(2.0, help="c when the method has no coefficient.")
+    layers: list[int] | None = setting(
+        None, help="layers to attack; null: the method's edited layers (or the fallback depth)."
+    )
+    batch_size: int = setting(16, ge=1, help="prompts per forward pass when recomputing r.")
 
-    def check(self, chat, data) -> None:
+    def __post_init__(self) -> None:
+        validate(self, "attack.reverse_direction")
+
+    def check(self, chat: ChatModel, data: UnlearnData) -> None:
         """Fail early on layers out of range or a missing reference set."""
         if self.layers is not None:
             check_attack_layers(chat.model, self.layers, "layers")
@@ -74,9 +66,9 @@ class ReverseDirection:
         return result, info
 
     def _vectors(self, target: AttackTarget, layers: list[int]):
-        saved = {layer: target.outcome.tensors.get(f"r.layer{layer}") for layer in layers}
-        if self.source == "saved" and all(vector is not None for vector in saved.values()):
-            return {k: v.float() for k, v in saved.items()}, "saved"
+        tensors = target.outcome.tensors
+        if self.source == "saved" and all(f"r.layer{layer}" in tensors for layer in layers):
+            return {layer: tensors[f"r.layer{layer}"].float() for layer in layers}, "saved"
         data, chat = target.data, target.chat
         if not data.reference:
             raise ValueError(
@@ -96,12 +88,14 @@ class ReverseDirection:
         if self.coeff is not None:
             return [float(self.coeff)] * len(layers)
         own = target.outcome.info.get("coeffs")
-        if own and len(own) == len(layers):
+        if isinstance(own, list | tuple) and len(own) == len(layers):
             return [float(c) for c in own]
-        return [self.default_coeff] * len(layers)
+        return [float(self.default_coeff)] * len(layers)
 
 
-def _compare_to_saved(recomputed: dict, tensors: dict) -> dict[str, float]:
+def _compare_to_saved(
+    recomputed: Mapping[int, torch.Tensor], tensors: Mapping[str, torch.Tensor]
+) -> dict[str, float]:
     """How a recomputed direction r' relates to the method's saved r_l, per layer.
 
     ``cos_to_saved`` is their cosine; ``scale_to_saved`` is the projection r'·r / r·r. After a

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lunar_exp.attacks._common import AttackTarget
-from lunar_exp.interfaces import EvalResult
+from lunar_exp.interfaces import Attack, ChatModel, EvalResult, UnlearnData
 
 log = logging.getLogger(__name__)
 
 
-def check_attacks(attacks: Mapping[str, object], chat, data) -> None:
+def check_attacks(attacks: Mapping[str, Attack], chat: ChatModel, data: UnlearnData) -> None:
     """Let every attack reject the run's model or data before any expensive stage."""
     for attack in attacks.values():
         attack.check(chat, data)
@@ -38,7 +38,7 @@ class AttackResults:
     info: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
-def run_attacks(attacks: Mapping[str, object], target: AttackTarget) -> AttackResults:
+def run_attacks(attacks: Mapping[str, Attack], target: AttackTarget) -> AttackResults:
     """Metrics ``attack/<name>/<key>`` (with the attack's own DS), per-item records and info.
 
     Numeric details an attack reports (how far quantization moved the weights, held-out NLL

@@ -8,8 +8,6 @@ import sys
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
-from lunar_exp.settings import Rule, check
-
 log = logging.getLogger(__name__)
 
 # Bad input (config values, paths, data) rather than bugs: reported as one line, exit code 2.
@@ -31,45 +29,6 @@ def user_error_message(err: BaseException) -> str:
     if isinstance(err, TypeError):
         return f"{text}. Fix: check the types of the overridden values (see --cfg job)."
     return text
-
-
-# The require_* helpers below predate lunar_exp/settings.py (a component's settings declared once
-# as dataclass fields); they build the same rules, so every message comes from settings.check.
-
-
-def require_numbers(prefix: str, **values: object) -> None:
-    """Raise ValueError naming the first setting that is not a number (bools excluded)."""
-    check(prefix, [(name, value, Rule(float)) for name, value in values.items()])
-
-
-def require_ranges(
-    prefix: str,
-    positive: dict[str, object] | None = None,
-    non_negative: dict[str, object] | None = None,
-) -> None:
-    """Raise ValueError naming the first setting that is not a number > 0 / >= 0 respectively."""
-    entries = [(name, value, Rule(float, gt=0)) for name, value in (positive or {}).items()]
-    entries += [(name, value, Rule(float, ge=0)) for name, value in (non_negative or {}).items()]
-    check(prefix, entries)
-
-
-def require_index(prefix: str, name: str, value: object) -> None:
-    """Raise ValueError unless ``value`` is an integer (a layer index, a count)."""
-    check(prefix, [(name, value, Rule(int))])
-
-
-def require_counts(prefix: str, at_least: int, **values: object) -> None:
-    """Raise ValueError naming the first value that is not an integer >= ``at_least``.
-
-    None passes: it means "no limit" for the optional counts of the benchmarks.
-    """
-    rule = Rule(int, optional=True, ge=at_least)
-    check(prefix, [(name, value, rule) for name, value in values.items()])
-
-
-def require_fraction(prefix: str, name: str, value: object) -> None:
-    """Raise ValueError unless ``value`` is a number in (0, 1]."""
-    check(prefix, [(name, value, Rule(float, gt=0, le=1))])
 
 
 class JobFailed(Exception):

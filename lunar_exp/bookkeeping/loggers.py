@@ -12,24 +12,11 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
 
 from lunar_exp.bookkeeping import wandb_support
+from lunar_exp.interfaces import MetricLogger
 
 log = logging.getLogger(__name__)
-
-
-class MetricLogger(Protocol):
-    """What the pipeline and the training loops call on a logger."""
-
-    def log_config(self, config: Mapping[str, object]) -> None:
-        """Log the composed config once."""
-
-    def log_metrics(self, metrics: Mapping[str, object], step: int | None = None) -> None:
-        """Log metrics: per-step values with ``step``, the run's results without."""
-
-    def close(self, exit_code: int = 0) -> None:
-        """Release the logger; a non-zero ``exit_code`` marks the run failed."""
 
 
 _active_logger: MetricLogger | None = None

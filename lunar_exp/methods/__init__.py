@@ -1,14 +1,26 @@
 """Unlearning methods, one per file; configs in conf/method/ select them by ``_target_``."""
 
+from __future__ import annotations
+
 from omegaconf import DictConfig, OmegaConf
+
+from lunar_exp.interfaces import Method
 
 # Keys of a method config read by the pipeline, not passed to the method's constructor.
 PIPELINE_KEYS = ("requests",)
 
 
-def build_method(node: DictConfig):
+def build_method(node: DictConfig) -> Method:
     """Instantiate a ``conf/method/`` node without the pipeline's own keys (``requests``)."""
     from hydra.utils import instantiate
 
     resolved = OmegaConf.to_container(node, resolve=True)
-    return instantiate({k: v for k, v in resolved.items() if k not in PIPELINE_KEYS})
+    if not isinstance(resolved, dict):
+        raise ValueError(f"The method config must be a mapping, not {type(resolved).__name__}.")
+    method = instantiate({k: v for k, v in resolved.items() if k not in PIPELINE_KEYS})
+    if not isinstance(method, Method):
+        raise ValueError(
+            f"method._target_ built a {type(method).__name__}, which has no unlearn(chat, data). "
+            "Fix: point method._target_ at a class of lunar_exp.methods (see conf/method/)."
+        )
+    return method

@@ -88,15 +88,15 @@ def mean_last_token_outputs(
     Block l's output is the input of block l+1, the activation LUNAR's vector r_l is read from
     (LUNAR.md §1.2). Left padding keeps position -1 a real token.
     """
-    sums = {layer: None for layer in layers}
+    sums: dict[int, torch.Tensor] = {}
     with capture_block_outputs(model, layers) as store:
         for index in batches(len(prompts), batch_size, desc, [len(p) for p in prompts]):
             ids, mask = pad_left([prompts[i] for i in index], pad_id)
             forward_until(model, ids, mask, max(layers))
             for layer in layers:
                 last = store[layer][:, -1, :].double().sum(0).cpu()
-                sums[layer] = last if sums[layer] is None else sums[layer] + last
-    return {layer: total / len(prompts) for layer, total in sums.items()}
+                sums[layer] = last if layer not in sums else sums[layer] + last
+    return {layer: sums[layer] / len(prompts) for layer in layers}
 
 
 @dataclass(frozen=True)

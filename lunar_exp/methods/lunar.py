@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from torch import nn
 
-from lunar_exp.hooks import check_layers, decoder_layers, redirect_down_proj
+from lunar_exp.hooks import check_layers, decoder_layers, down_proj, redirect_down_proj
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
     RowSource,
@@ -168,7 +169,7 @@ class LUNAR:
         for layer in layers:
             metrics[f"lunar/r_norm/layer{layer}"] = float(vectors[layer].norm())
         metrics["unlearn/params_changed"] = float(
-            sum(decoder_layers(chat.model)[layer].mlp.down_proj.weight.numel() for layer in layers)
+            sum(_down_proj_linear(chat, layer).weight.numel() for layer in layers)
         )
         tensors = {f"r.layer{layer}": vectors[layer].float() for layer in layers}
         info = {
@@ -181,7 +182,7 @@ class LUNAR:
         }
         if self.mode == "hook":
             tensors.update({f"delta.layer{k}": v.float() for k, v in deltas.items()})
-        return UnlearnOutcome(metrics, tensors, info, control)
+        return UnlearnOutcome(metrics, tensors, info, control, edited_layers=tuple(layers))
 
     def _coeffs_for(self, layers: list[int]) -> list[float]:
         if len(self.coeffs) == 1:
@@ -258,9 +259,12 @@ class LUNAR:
         separate prompt-only pass only when the reference rows are not pinned).
         """
         sources = self._row_sources(chat, data)
-        d_ff = decoder_layers(chat.model)[layers[0]].mlp.down_proj.in_features
+        d_ff = _down_proj_linear(chat, layers[0]).in_features
         out = _Collected({layer: RidgeAccumulator(d_ff) for layer in layers})
-        reads = {name: dict.fromkeys(layers, 0.0) for name in sources}
+        # Per row set and layer, the sum of the block outputs read (0.0 until the first batch).
+        reads: dict[str, dict[int, float | torch.Tensor]] = {
+            name: dict.fromkeys(layers, 0.0) for name in sources
+        }
         prefix = None
         if self.share_prefix and self.solver == "closed_form":
             prefix = run_shared_prefix(chat.model, list(sources.values()), layers)
@@ -279,17 +283,22 @@ class LUNAR:
                     reads[name][batch.layer] = reads[name][batch.layer] + batch.read.sum(0)
                 if self.solver == "adamw":
                     out.rows[batch.layer].append((batch.inputs, batch.outputs, batch.shifted))
-        forget_mean = {layer: total / len(data.forget) for layer, total in reads["forget"].items()}
+        forget_mean = _mean_reads(reads["forget"], len(data.forget), "forget")
         out.vectors = {
             layer: ref - forget_mean[layer]
             for layer, ref in self._reference_means(chat, data, layers, reads).items()
         }
         return out
 
-    def _reference_means(self, chat, data, layers, reads) -> dict[int, torch.Tensor]:
+    def _reference_means(
+        self,
+        chat: ChatModel,
+        data: UnlearnData,
+        layers: list[int],
+        reads: Mapping[str, Mapping[int, float | torch.Tensor]],
+    ) -> dict[int, torch.Tensor]:
         if "reference" in reads:
-            count = len(data.reference)
-            return {layer: total / count for layer, total in reads["reference"].items()}
+            return _mean_reads(reads["reference"], len(data.reference), "reference")
         prompts = encode_item_prompts(chat.tokenizer, data.reference, chat.system_prompt)
         return mean_last_token_outputs(
             chat.model, prompts, layers, _pad_id(chat), self.activation_batch_size, "lunar r"
@@ -299,7 +308,7 @@ class LUNAR:
         vectors, accs = collected.vectors, collected.accumulators
         deltas, metrics = {}, {}
         for layer, coeff in zip(layers, coeffs, strict=True):
-            weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
+            weight = _down_proj_linear(chat, layer).weight
             if self.solver == "closed_form":
                 v = solve_ridge(accs[layer], self.ridge, self.shifted_weight)
                 deltas[layer] = coeff * torch.outer(vectors[layer], v)
@@ -326,7 +335,7 @@ class LUNAR:
     def _write_back(chat: ChatModel, deltas: dict[int, torch.Tensor]) -> None:
         with torch.no_grad():
             for layer, delta in deltas.items():
-                weight = decoder_layers(chat.model)[layer].mlp.down_proj.weight
+                weight = _down_proj_linear(chat, layer).weight
                 weight.copy_((weight.double() + delta.to(weight.device)).to(weight.dtype))
 
 
@@ -342,17 +351,41 @@ def redirection(deltas: dict[int, torch.Tensor]):
 
 def _check_layer_list(layers: object) -> None:
     """A non-empty list of integer layer indices, each listed once."""
-    if isinstance(layers, str) or not list(layers):
+    if isinstance(layers, str) or not isinstance(layers, Iterable) or not list(layers):
         raise ValueError(f"method.layers={layers!r}: give a list of layer indices or auto.")
-    layers = list(layers)
-    wrong = [layer for layer in layers if isinstance(layer, bool) or not isinstance(layer, int)]
+    indices = list(layers)
+    wrong = [layer for layer in indices if isinstance(layer, bool) or not isinstance(layer, int)]
     if wrong:
         raise ValueError(
-            f"method.layers={layers}: {wrong[0]!r} is not a layer index. Fix: give integers, "
+            f"method.layers={indices}: {wrong[0]!r} is not a layer index. Fix: give integers, "
             "e.g. method.layers=[24], or method.layers=auto."
         )
-    if len(set(layers)) != len(layers):
-        raise ValueError(f"method.layers={layers} repeats a layer. Fix: list each once.")
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"method.layers={indices} repeats a layer. Fix: list each once.")
+
+
+def _down_proj_linear(chat: ChatModel, layer: int) -> nn.Linear:
+    """Block ``layer``'s ``mlp.down_proj``: the linear map LUNAR edits."""
+    projection = down_proj(decoder_layers(chat.model)[layer])
+    if not isinstance(projection, nn.Linear):
+        raise TypeError(
+            f"LUNAR edits mlp.down_proj as a linear layer, but layer {layer} of "
+            f"{type(chat.model).__name__} has a {type(projection).__name__}. Fix: use a "
+            "Llama-style model with plain nn.Linear MLP projections."
+        )
+    return projection
+
+
+def _mean_reads(
+    totals: Mapping[int, float | torch.Tensor], count: int, name: str
+) -> dict[int, torch.Tensor]:
+    """Per layer, the mean of the ``count`` block outputs summed in ``totals``."""
+    means = {}
+    for layer, total in totals.items():
+        if not isinstance(total, torch.Tensor):
+            raise RuntimeError(f"LUNAR read no {name} activation at layer {layer}.")
+        means[layer] = total / count
+    return means
 
 
 def _implied_v(delta: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

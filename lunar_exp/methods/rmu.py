@@ -83,5 +83,8 @@ class RMU:
             chat, batch_loss, len(forget), len(retain), self.trainable_params, self.loop, "rmu"
         )
         return UnlearnOutcome(
-            outcome.metrics, {"rmu.u": u.cpu()}, {**outcome.info, "layer": self.layer}
+            outcome.metrics,
+            {"rmu.u": u.cpu()},
+            {**outcome.info, "layer": self.layer},
+            edited_layers=(self.layer,),
         )

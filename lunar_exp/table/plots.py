@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lunar_exp.table.layout import Layout, arrow
-from lunar_exp.table.runs import RunRecord, merged_directions, tidy_frame
+from lunar_exp.table.runs import RunRecord, as_frame, as_series, merged_directions, tidy_frame
 
 FORGET, RETAIN = "forget/rouge1_recall", "retain/rouge1_recall"
 DS = "deviation_score"
@@ -26,7 +26,13 @@ DS_LEVELS = (10, 25, 50, 75)
 
 def _blocks(tidy: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
     """The tidy frame split by benchmark × model (one panel each)."""
-    return list(tidy.groupby(["benchmark", "model"], sort=True))
+    blocks = []
+    for key, block in tidy.groupby(["benchmark", "model"], sort=True):
+        if not isinstance(key, tuple):
+            raise TypeError(f"grouping by benchmark and model gave the key {key!r}")
+        benchmark, model = key
+        blocks.append(((benchmark, model), block))
+    return blocks
 
 
 def _ds_circles(ax) -> None:
@@ -133,11 +139,11 @@ def plot_layer_sweeps(infos: Mapping[str, Mapping], path: Path) -> Path | None:
 def _attack_means(block: pd.DataFrame, attacks: Sequence[str], key: str) -> pd.DataFrame:
     """Rows: (method, variant); columns: ``none``, then each attack; cells: mean, std of ``key``."""
     keys = {"none": key} | {name: f"attack/{name}/{key}" for name in attacks}
-    picked = block[block["metric"].isin(keys.values())]
+    picked = block[as_series(block["metric"]).isin(list(keys.values()))]
     names = {v: k for k, v in keys.items()}
-    by = ["method", "variant", picked["metric"].map(names)]
-    stats = picked.groupby(by)["value"].agg(["mean", "std"])
-    return stats.unstack().reindex(columns=list(keys), level=1)
+    by = ["method", "variant", as_series(picked["metric"]).map(names)]
+    stats = as_frame(picked.groupby(by)["value"].agg(["mean", "std"]))
+    return as_frame(stats.unstack()).reindex(columns=list(keys), level=1)
 
 
 def plot_attack_bars(records: Sequence[RunRecord], path: Path, layout: Layout) -> Path | None:

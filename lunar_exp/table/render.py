@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -15,6 +16,8 @@ from lunar_exp.table.runs import (
     NO_ATTACK,
     TARGET_METHOD,
     RunRecord,
+    as_frame,
+    as_series,
     merged_directions,
     run_counts,
     target_records,
@@ -71,10 +74,11 @@ def build_table(
     records = [*targets, *records]
     tidy = tidy_frame(records)
     columns = layout.select(set(tidy["metric"]), metrics)
-    stats = tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"])
+    stats = as_frame(tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"]))
     frame = run_counts(records)
     for column in columns:
-        chosen = stats[stats.index.get_level_values("metric") == column.key].droplevel("metric")
+        picked = stats[stats.index.get_level_values("metric") == column.key]
+        chosen = as_frame(picked.droplevel("metric"))
         for stat in ("mean", "std"):
             frame[f"{column.key} {stat}"] = chosen[stat].reindex(frame.index)
     order = sorted(range(len(frame)), key=lambda i: _row_order(frame.index[i], layout))
@@ -106,7 +110,7 @@ def best_rows(table: Table, column: Column) -> pd.Series:
     A column without a declared direction has no best cell.
     """
     methods = table.frame.index.get_level_values("method")
-    means = table.frame[f"{column.key} mean"].where(methods != TARGET_METHOD)
+    means = as_series(table.frame[f"{column.key} mean"]).where(methods != TARGET_METHOD)
     best = pd.Series(False, index=means.index)
     if column.key not in table.directions:
         return best
@@ -132,17 +136,29 @@ def _body(table: Table, layout: Layout, bold) -> tuple[list[str], list[list[str]
     """Header and body cells; ``bold`` wraps the best cell of every column."""
     header = [*table.labels.values(), "n", "n_failed"]
     header += [f"{c.label} {arrow(table.directions, c.key)}".rstrip() for c in table.columns]
-    best = {c.key: best_rows(table, c) for c in table.columns}
+    best = {c.key: best_rows(table, c).to_dict() for c in table.columns}
     rows = []
     for index, row in table.frame.iterrows():
-        group = dict(zip(GROUP_KEYS, index, strict=True))
+        group = _group(index)
         cells = [layout.method_label(group[k]) if k == "method" else group[k] for k in table.labels]
-        cells += [str(int(row["n"])), str(int(row["n_failed"]))]
+        cells += [str(int(_number(row["n"]))), str(int(_number(row["n_failed"])))]
         for c in table.columns:
-            text = cell(row[f"{c.key} mean"], row[f"{c.key} std"])
+            text = cell(_number(row[f"{c.key} mean"]), _number(row[f"{c.key} std"]))
             cells.append(bold(text) if best[c.key][index] else text)
         rows.append(cells)
     return header, rows
+
+
+def _group(index: Hashable) -> dict[str, str]:
+    """A table row's group labels, from its index entry (one value per ``GROUP_KEYS``)."""
+    if not isinstance(index, tuple):
+        raise TypeError(f"a table row's index is a tuple of {GROUP_KEYS}, not {index!r}")
+    return dict(zip(GROUP_KEYS, index, strict=True))
+
+
+def _number(value: object) -> float:
+    """A frame cell as a float; NaN when it holds no number (shown as a dash)."""
+    return float(value) if isinstance(value, numbers.Real) else math.nan
 
 
 def _caption(table: Table) -> str:

@@ -115,9 +115,24 @@ def labels_from(
     return labels
 
 
-def _seed(config: Mapping[str, object]) -> int | None:
+def config_seed(config: Mapping[str, object]) -> int | None:
+    """The run's ``seed`` setting; None when absent or not an integer."""
     seed = config.get("seed")
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def as_series(value: object) -> pd.Series:
+    """``value``, a Series, typed as one (pandas annotates many Series results as unions)."""
+    if not isinstance(value, pd.Series):
+        raise TypeError(f"expected a pandas Series, got {type(value).__name__}")
+    return value
+
+
+def as_frame(value: object) -> pd.DataFrame:
+    """``value``, a DataFrame, typed as one (pandas annotates many frame results as unions)."""
+    if not isinstance(value, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame, got {type(value).__name__}")
+    return value
 
 
 def read_run_dir(run_dir: Path) -> RunRecord:
@@ -129,7 +144,7 @@ def read_run_dir(run_dir: Path) -> RunRecord:
     return RunRecord(
         source=str(run_dir),
         labels=labels_from(choices, config, variant),
-        seed=_seed(config),
+        seed=config_seed(config),
         metrics=_read_json(run_dir / "metrics.json"),
         info=_read_json(run_dir / "unlearn_info.json") or {},
         directions=read_directions(_read_json(run_dir / DIRECTIONS_FILE)),
@@ -162,7 +177,7 @@ def tidy_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     rows = [
         {**run.labels, "seed": run.seed, "source": run.source, "metric": key, "value": value}
         for run in records
-        if not run.failed
+        if run.metrics is not None  # a finished run
         for key, value in run.metrics.items()
         if is_number(value)
     ]
@@ -191,7 +206,7 @@ def target_records(records: Sequence[RunRecord]) -> list[RunRecord]:
     """
     found: dict[tuple, RunRecord] = {}
     for run in records:
-        if run.failed:
+        if run.metrics is None:  # a failed run
             continue
         before = {
             key[len(_BEFORE) :]: value

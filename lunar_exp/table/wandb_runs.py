@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lunar_exp.table.runs import RunRecord, is_number, labels_from, read_directions
+from lunar_exp.table.runs import RunRecord, config_seed, is_number, labels_from, read_directions
 
 # W&B run states; only "finished" runs have complete results.
 FINISHED = "finished"
@@ -34,11 +34,10 @@ def record_from_wandb(
     choices = choices if isinstance(choices, Mapping) else {}
     labels = labels_from(choices, config, config.get("hydra_variant"))
     metrics = {k: v for k, v in summary.items() if not k.startswith("_") and is_number(v)}
-    seed = config.get("seed")
     return RunRecord(
         source=path,
         labels=labels,
-        seed=seed if is_number(seed) else None,
+        seed=config_seed(config),
         metrics=metrics if state == FINISHED else None,
         directions=read_directions(config.get("metric_directions")),
     )

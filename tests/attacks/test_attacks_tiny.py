@@ -4,12 +4,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lunar_exp.attacks._common import AttackTarget
+from lunar_exp.attacks._common import AttackTarget, edited_layers
 from lunar_exp.attacks.grid_quantize import GridQuantizeQ41, round_to_q4_1
 from lunar_exp.attacks.quantize import Quantize
 from lunar_exp.attacks.reverse_direction import _compare_to_saved
 from lunar_exp.attacks.runner import run_attacks
 from lunar_exp.hooks import count_hooks
+from lunar_exp.interfaces import UnlearnOutcome
 from lunar_exp.methods.lunar import LUNAR
 from lunar_exp.metrics.primitives import greedy_generate
 from lunar_exp.prompts import encode_item_prompts
@@ -114,7 +115,7 @@ def test_relearn_trains_a_copy_on_the_forget_slice(tiny_target, toy_data):
     before = metrics["attack/relearn/trained/answer_nll_before"]
     assert metrics["attack/relearn/trained/answer_nll_after"] < before
     # the tiny model does not generalise between facts; the held-out drop is tested on the
-    # embedded model (tests/attacks/test_attacks_embedded.py)
+    # embedded model (tests/e2e/test_attacks_embedded.py)
     assert "attack/relearn/held_out/answer_nll_after" in metrics
     assert metrics["attack/relearn/n_held_out"] == len(toy_data.forget) - 1
 
@@ -212,3 +213,23 @@ def test_q4_1_group_size_must_be_a_positive_integer():
     for bad in (0, "abc"):
         with pytest.raises(ValueError, match=r"attack.quantize_q4_1_grid.group_size="):
             GridQuantizeQ41(group_size=bad)
+
+
+@pytest.mark.parametrize(("edited", "expected"), [((1,), [1]), ((0, 2), [0, 2]), ((), [2])])
+def test_layer_attacks_aim_at_the_layers_the_method_reports(tiny_chat, edited, expected):
+    # UnlearnOutcome.edited_layers is the one source; () falls back to 0.8 x depth (here 2).
+    target = attack_target(tiny_chat, UnlearnOutcome(edited_layers=edited))
+    assert edited_layers(target, None) == expected
+    assert edited_layers(target, [3]) == [3]  # the attack's own layers win
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Quantize(weights="int3"), "attack.quantize.weights='int3': use int8, int4 or nf4"),
+        (lambda: GridQuantizeQ41(group_size=0), "attack.quantize_q4_1_grid.group_size=0 is out"),
+    ],
+)
+def test_attack_settings_are_checked_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

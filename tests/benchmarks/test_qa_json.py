@@ -9,7 +9,9 @@ from tests.conftest import SHARED, needs_shared
 
 @needs_shared()
 def test_reads_pistol_sample_as_is():
-    bench = QAJsonBenchmark(str(SHARED / "pistol" / "sample_data_1.json"), ["A_B"]).load()
+    bench = QAJsonBenchmark(
+        path=str(SHARED / "pistol" / "sample_data_1.json"), forget_edges=["A_B"]
+    ).load()
     data = bench.unlearn
     assert len(data.forget) == 20 and len(data.retain) == 380
     # the first retain_eval_limit (200) retain items are scored
@@ -20,7 +22,9 @@ def test_reads_pistol_sample_as_is():
 
 @needs_shared()
 def test_reads_pistol_sample_2():
-    data = QAJsonBenchmark(str(SHARED / "pistol" / "sample_data_2.json"), ["0_1", "1_2"]).load()
+    data = QAJsonBenchmark(
+        path=str(SHARED / "pistol" / "sample_data_2.json"), forget_edges=["0_1", "1_2"]
+    ).load()
     data = data.unlearn
     assert len(data.forget) == 40 and len(data.forget) + len(data.retain) == 1500
 
@@ -41,16 +45,16 @@ def write(tmp_path, payload):
 )
 def test_wrong_schema_is_a_clear_error(tmp_path, payload, message):
     with pytest.raises(ValueError, match=message):
-        QAJsonBenchmark(write(tmp_path, payload), ["A"]).load()
+        QAJsonBenchmark(path=write(tmp_path, payload), forget_edges=["A"]).load()
 
 
 def test_missing_file_and_bad_json(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found. Fix: set benchmark.path"):
-        QAJsonBenchmark(str(tmp_path / "nope.json"), ["A"]).load()
+        QAJsonBenchmark(path=str(tmp_path / "nope.json"), forget_edges=["A"]).load()
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
     with pytest.raises(ValueError, match="is not valid JSON"):
-        QAJsonBenchmark(str(bad), ["A"]).load()
+        QAJsonBenchmark(path=str(bad), forget_edges=["A"]).load()
 
 
 def test_custom_abstain_and_reference_files(tmp_path):
@@ -59,7 +63,9 @@ def test_custom_abstain_and_reference_files(tmp_path):
     ]
     ref = tmp_path / "ref.json"
     ref.write_text(json.dumps([{"question": "who is Zed?", "answer": "I don't know."}]))
-    bench = QAJsonBenchmark(write(tmp_path, items), ["A"], reference_path=str(ref))
+    bench = QAJsonBenchmark(
+        path=write(tmp_path, items), forget_edges=["A"], reference_path=str(ref)
+    )
     data = bench.load().unlearn
     assert [qa.question for qa in data.reference] == ["who is Zed?"]
     assert [qa.question for qa in data.forget] == ["q0", "q1"]
@@ -67,7 +73,7 @@ def test_custom_abstain_and_reference_files(tmp_path):
 
 def test_edge_split_keeps_the_retain_limit(tmp_path):
     items = [{"question": f"q{i}", "answer": f"a{i}", "edge": "ABC"[i % 3]} for i in range(9)]
-    bench = QAJsonBenchmark(write(tmp_path, items), ["A"], retain_eval_limit=2)
+    bench = QAJsonBenchmark(path=write(tmp_path, items), forget_edges=["A"], retain_eval_limit=2)
     assert isinstance(bench, EdgeSplit)
     loaded = bench.load()
     assert [qa.question for qa in loaded.eval_sets["retain"]] == ["q1", "q2"]

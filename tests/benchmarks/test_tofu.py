@@ -11,8 +11,8 @@ from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_reference
 from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
 from lunar_exp.interfaces import TrainsRetainModel
 from lunar_exp.prompts import render_prompt
-from tests.conftest import SHARED, compose_config, needs_shared, run_cli
-from tests.legacy_directions import assert_declared_as_before, assert_directions_as_before
+from tests.conftest import SHARED, compose_config, needs_shared
+from tests.legacy_directions import assert_declared_as_before
 
 TOFU = SHARED / "tofu"
 OFFICIAL = TOFU / "locuslab_tofu"
@@ -198,33 +198,6 @@ SMALL_TOFU_ARGS = [
     "benchmark.n_abstain=2",
     "benchmark.n_reference=2",
 ]
-
-
-@needs_shared()
-def test_trained_retain_model_reference_reaches_every_evaluation(tmp_path):
-    args = [*SMALL_TOFU_ARGS, "benchmark.retain_reference=finetune", "attack=[layer_skip]"]
-    result = run_cli(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (metrics_file,) = (tmp_path / "out").rglob("metrics.json")
-    metrics = json.loads(metrics_file.read_text())
-    for prefix in ("before/", "", "attack/layer_skip/"):
-        assert metrics[f"{prefix}forget_quality"] is not None
-    record = json.loads((metrics_file.parent / "retain_reference.json").read_text())
-    assert len(record["forget_truth_ratio"]) == 20
-    directions = json.loads((metrics_file.parent / "metric_directions.json").read_text())
-    assert directions["forget_quality"] is True and directions["privleak"] is None
-    assert_directions_as_before(metrics, directions)
-    without = run_cli([*args, "finetune=none"], tmp_path / "none", timeout=120)
-    assert without.returncode == 2 and "but finetune=none" in without.stderr
-
-
-def test_tofu_llama_offline_fails_at_once_naming_model_and_data_paths(tmp_path):
-    # HF_HUB_OFFLINE makes the run behave as on a machine without internet, even if there is one
-    result = run_cli(["+exp=tofu_llama"], tmp_path, timeout=120, env={"HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 2
-    assert "model.path=/local/model/dir" in result.stderr
-    assert "benchmark.path=/local/data/dir" in result.stderr
-    assert not list(tmp_path.rglob("metrics.json"))
 
 
 def test_tofu_llama_template_renders_the_official_inst_format(tiny_chat):

@@ -11,8 +11,8 @@ from lunar_exp.benchmarks.lm_eval import mcq as lm_eval_mcq
 from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ, summarise
 from lunar_exp.benchmarks.lm_eval.questions import read_questions
 from lunar_exp.benchmarks.wmdp.benchmark import WMDPBenchmark
-from tests.conftest import SHARED, needs_shared, run_cli
-from tests.legacy_directions import assert_declared_as_before, assert_directions_as_before
+from tests.conftest import SHARED, needs_shared
+from tests.legacy_directions import assert_declared_as_before
 
 NEWS = SHARED / "muse" / "news"
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -261,40 +261,3 @@ def test_unreachable_hub_names_every_local_fix(tmp_path, monkeypatch):
     assert text.startswith("benchmark.forget_corpus, benchmark.retain_corpus, the WMDP/MMLU")
     for fix in ("benchmark.forget_corpus=/path", "benchmark.wmdp_dir=", "model.path=/local/dir"):
         assert fix in text
-
-
-@needs_shared()
-def test_wmdp_run_with_mmlu_utility_end_to_end(tmp_path):
-    result = run_cli(
-        [
-            "+exp=smoke",
-            "benchmark=wmdp",
-            "benchmark.subsets=[cyber]",
-            "benchmark.mmlu=false",
-            "benchmark.limit=4",
-            f"benchmark.forget_corpus={NEWS / 'raw' / 'forget.json'}",
-            f"benchmark.retain_corpus={NEWS / 'privleak' / 'retain2.json'}",
-            "benchmark.n_forget=6",
-            "benchmark.n_retain=6",
-            "benchmark.chunk_words=40",
-            "benchmark.n_reference=4",
-            "utility=mmlu",
-            "utility.subjects=[anatomy]",
-            "utility.limit=4",
-        ],
-        tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    (metrics_file,) = (tmp_path / "out").rglob("metrics.json")
-    metrics = json.loads(metrics_file.read_text())
-    for key in ("wmdp_cyber/acc", "utility/mmlu/acc"):
-        assert 0.0 <= metrics[key] <= 1.0
-        assert 0.0 <= metrics[f"before/{key}"] <= 1.0
-    assert "mmlu/acc" not in metrics and metrics["data/n_forget"] == 6
-    directions = json.loads((metrics_file.parent / "metric_directions.json").read_text())
-    assert directions["wmdp_cyber/acc"] is False and directions["before/wmdp_cyber/acc"] is False
-    assert directions["utility/mmlu/acc"] is True and directions["utility/mmlu/acc_stderr"] is None
-    assert_directions_as_before(metrics, directions)
-    rows = (metrics_file.parent / "generations.jsonl").read_text().splitlines()
-    splits = [json.loads(row)["split"] for row in rows]
-    assert splits.count("utility/mmlu_anatomy") == 4 and splits.count("wmdp_cyber") == 4

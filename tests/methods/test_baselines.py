@@ -120,6 +120,7 @@ def test_rmu_reports_only_the_parameters_its_loss_reaches(tiny_chat, toy_data):
     loop = TrainLoop(lr=3e-3, epochs=2, batch_size=2, weight_decay=0.01)
     rmu = RMU(layer=1, steering_coeff=5.0, loop=loop)
     outcome = rmu.unlearn(tiny_chat, toy_data)
+    assert outcome.edited_layers == (1,)
     params = dict(tiny_chat.model.named_parameters())
     changed = {n for n, p in params.items() if not torch.equal(p, before[n])}
     assert changed and not any(

@@ -27,6 +27,7 @@ def test_unlearn_edits_only_the_chosen_down_proj_and_removes_hooks(tiny_chat, to
     assert count_hooks(tiny_chat.model) == 0
     assert set(outcome.tensors) == {"r.layer1", "r.layer2"}
     assert outcome.info["layers"] == [1, 2]
+    assert outcome.edited_layers == (1, 2)  # what layer skip and reverse direction attack
     assert outcome.metrics["lunar/rows_shifted/layer1"] > 0
 
 

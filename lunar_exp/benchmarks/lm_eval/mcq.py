@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -201,9 +203,9 @@ def render_tasks(tasks: list[LocalTask], cache_dir: Path) -> Path:
 
 def run_lm_eval(
     chat: ChatModel, tasks: list[str], include_dir: Path | None, limit: int | None, batch_size: int
-) -> dict:
+) -> Mapping[str, Any]:
     """``lm_eval.simple_evaluate`` on the in-memory model; local tasks only when ``include_dir``."""
-    import lm_eval
+    from lm_eval.evaluator import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
@@ -212,20 +214,26 @@ def run_lm_eval(
         manager = TaskManager()
     else:
         manager = TaskManager(include_path=str(include_dir), include_defaults=False)
-    model = HFLM(pretrained=chat.model, tokenizer=chat.tokenizer, batch_size=batch_size)
-    # No reseeding: lm-eval would otherwise reset the run's global RNG state mid-pipeline.
-    return lm_eval.simple_evaluate(
+    # lm-eval's register_model decorator is unannotated and asserts issubclass(cls, LM), so its
+    # type checker view of HFLM is type[LM], whose constructor takes none of HFLM's arguments.
+    model = HFLM(pretrained=chat.model, tokenizer=chat.tokenizer, batch_size=batch_size)  # pyright: ignore[reportCallIssue]
+    # No reseeding: lm-eval would otherwise reset the run's global RNG state mid-pipeline. Its
+    # seeds are annotated int, but its docstring and code take None as "do not seed".
+    output = simple_evaluate(
         model=model,
-        tasks=tasks,
+        tasks=[*tasks],
         task_manager=manager,
         limit=limit,
-        random_seed=None,
-        numpy_random_seed=None,
-        torch_random_seed=None,
+        random_seed=None,  # pyright: ignore[reportArgumentType]
+        numpy_random_seed=None,  # pyright: ignore[reportArgumentType]
+        torch_random_seed=None,  # pyright: ignore[reportArgumentType]
     )
+    if output is None:  # lm-eval returns results on the first distributed rank only
+        raise RuntimeError("lm-eval returned no results (not the first distributed rank).")
+    return output
 
 
-def summarise(output: dict) -> EvalResult:
+def summarise(output: Mapping[str, Any]) -> EvalResult:
     """Metrics per WMDP subset, MMLU pooled over subjects, and one record per question."""
     samples, results = output["samples"], output["results"]
     declared = output.get("higher_is_better", {})
@@ -256,8 +264,10 @@ def _task_metrics(name: str, stats: list[dict], sizes: list[int]) -> dict[str, f
     metrics = {
         f"{name}/acc": sum(s["acc,none"] * n for s, n in zip(stats, sizes, strict=True)) / total
     }
-    stderrs = [s.get("acc_stderr,none") for s in stats]
-    if all(isinstance(e, int | float) for e in stderrs) and total > len(sizes):
+    stderrs: list[float] = [
+        e for s in stats if isinstance(e := s.get("acc_stderr,none"), int | float)
+    ]
+    if len(stderrs) == len(stats) and total > len(sizes):
         stderr = pooled_sample_stderr(stderrs, sizes)  # = the task's own stderr for one task
         if math.isfinite(stderr):
             metrics[f"{name}/acc_stderr"] = float(stderr)

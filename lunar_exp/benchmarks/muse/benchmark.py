@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ from lunar_exp.benchmarks.muse.sets import (
     limit_sets,
     read_eval_sets,
 )
-from lunar_exp.bookkeeping.errors import require_counts, require_fraction
 from lunar_exp.interfaces import BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score
+from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
@@ -90,101 +91,89 @@ def read_reference_auc(path: Path) -> float:
     )
 
 
+@dataclass(kw_only=True)
 class MUSEBenchmark:
     """MUSE knowmem, verbmem and privleak on the News or Books corpus.
 
-    Args:
-        path: local directory laid out like ``../shared/benchdata/muse/news``; None reads the hub.
-        hub_id: ``muse-bench/MUSE-News`` or ``muse-bench/MUSE-Books`` (read when path is None).
-        forget_docs: use the first N ``raw/forget`` documents (all when None).
-        retain_corpus: split whose documents form the retain set.
-        retain_docs: use the first N retain documents (all when None).
-        reference_corpus: split whose last ``n_reference`` documents give LUNAR's reference.
-        n_reference: reference chunks (one draw per run, seeded).
-        chunk_words: words per chunk (a document's tail shorter than half a chunk is dropped).
-        prompt_words: words of each chunk used as its prompt.
-        align_to_eval: score only items found in the corpora; teach the passages around them.
-        knowmem_limit: first N knowmem questions per split (all when None).
-        verbmem_limit: first N verbmem items.
-        privleak_limit: first N privleak forget and holdout texts.
-        verbmem_prompt_words: keep the last N words of each verbmem prompt (all when None).
-        privleak_max_words: keep the first N words of each privleak text (all when None).
-        knowmem_max_new_tokens: knowmem generation budget (MUSE: 32).
-        verbmem_max_new_tokens: verbmem continuation length; the truth is cut to as many tokens.
-        min_k: fraction of lowest token log-probs in the min-k attack (MUSE: 0.4).
-        retain_reference_auc: the retrained model's min-k AUC for privleak: a number, the path of
-            a metrics.json / retain_reference.json written by this project, ``finetune`` (train
-            the retain model with the fine-tuning stage, cached), or None (0.5, with a warning).
-        eval_batch_size: prompts per generation or scoring batch.
-        seed: seed of the chunk draws.
+    A count or limit of 0 is accepted and empties its set; :meth:`load` says which set is empty.
     """
 
-    name = "muse"
+    name = "muse"  # not a setting: unannotated, so no dataclass field
 
-    def __init__(
-        self,
-        path: str | None = None,
-        hub_id: str = "muse-bench/MUSE-News",
-        forget_docs: int | None = None,
-        retain_corpus: str = "raw/retain1",
-        retain_docs: int | None = None,
-        reference_corpus: str = "privleak/holdout",
-        n_reference: int = 32,
-        chunk_words: int = 256,
-        prompt_words: int = 32,
-        align_to_eval: bool = False,
-        knowmem_limit: int | None = None,
-        verbmem_limit: int | None = None,
-        privleak_limit: int | None = None,
-        verbmem_prompt_words: int | None = None,
-        privleak_max_words: int | None = None,
-        knowmem_max_new_tokens: int = 32,
-        verbmem_max_new_tokens: int = 128,
-        min_k: float = 0.4,
-        retain_reference_auc: float | str | None = None,
-        eval_batch_size: int = 8,
-        seed: int = 0,
-    ) -> None:
-        require_counts(  # a limit of 0 empties its set: load() says which set is empty
-            "benchmark",
-            0,
-            forget_docs=forget_docs,
-            retain_docs=retain_docs,
-            knowmem_limit=knowmem_limit,
-            verbmem_limit=verbmem_limit,
-            privleak_limit=privleak_limit,
-            n_reference=n_reference,
-        )
-        require_counts(
-            "benchmark",
-            1,
-            chunk_words=chunk_words,
-            prompt_words=prompt_words,
-            verbmem_prompt_words=verbmem_prompt_words,
-            privleak_max_words=privleak_max_words,
-            knowmem_max_new_tokens=knowmem_max_new_tokens,
-            verbmem_max_new_tokens=verbmem_max_new_tokens,
-            eval_batch_size=eval_batch_size,
-        )
-        require_fraction("benchmark", "min_k", min_k)
-        if isinstance(retain_reference_auc, int | float) and not 0 <= retain_reference_auc <= 1:
+    path: str | None = setting(
+        None,
+        help="local directory laid out like ../shared/benchdata/muse/news; None reads the hub.",
+    )
+    hub_id: str = setting(
+        "muse-bench/MUSE-News",
+        help="muse-bench/MUSE-News or muse-bench/MUSE-Books (read when path is None).",
+    )
+    forget_docs: int | None = setting(
+        None, ge=0, help="use the first N raw/forget documents (all when None)."
+    )
+    retain_corpus: str = setting("raw/retain1", help="split whose documents form the retain set.")
+    retain_docs: int | None = setting(
+        None, ge=0, help="use the first N retain documents (all when None)."
+    )
+    reference_corpus: str = setting(
+        "privleak/holdout",
+        help="split whose last n_reference documents give LUNAR's reference.",
+    )
+    n_reference: int = setting(32, ge=0, help="reference chunks (one draw per run, seeded).")
+    chunk_words: int = setting(
+        256,
+        ge=1,
+        help="words per chunk (a document's tail shorter than half a chunk is dropped).",
+    )
+    prompt_words: int = setting(32, ge=1, help="words of each chunk used as its prompt.")
+    align_to_eval: bool = setting(
+        False, help="score only items found in the corpora; teach the passages around them."
+    )
+    knowmem_limit: int | None = setting(
+        None, ge=0, help="first N knowmem questions per split (all when None)."
+    )
+    verbmem_limit: int | None = setting(None, ge=0, help="first N verbmem items (all when None).")
+    privleak_limit: int | None = setting(
+        None, ge=0, help="first N privleak forget and holdout texts (all when None)."
+    )
+    verbmem_prompt_words: int | None = setting(
+        None, ge=1, help="keep the last N words of each verbmem prompt (all when None)."
+    )
+    privleak_max_words: int | None = setting(
+        None, ge=1, help="keep the first N words of each privleak text (all when None)."
+    )
+    knowmem_max_new_tokens: int = setting(32, ge=1, help="knowmem generation budget (MUSE: 32).")
+    verbmem_max_new_tokens: int = setting(
+        128, ge=1, help="verbmem continuation length; the truth is cut to as many tokens."
+    )
+    min_k: float = setting(
+        0.4,
+        gt=0,
+        le=1,
+        help="fraction of lowest token log-probs in the min-k attack (MUSE: 0.4).",
+    )
+    retain_reference_auc: float | str | None = setting(
+        None,
+        help="the retrained model's min-k AUC for privleak: a number, the path of a metrics.json "
+        "/ retain_reference.json written by this project, finetune (train the retain model with "
+        "the fine-tuning stage, cached), or None (0.5, with a warning).",
+    )
+    eval_batch_size: int = setting(8, ge=1, help="prompts per generation or scoring batch.")
+    seed: int = setting(0, help="seed of the chunk draws.")
+
+    def __post_init__(self) -> None:
+        validate(self, "benchmark")
+        auc = self.retain_reference_auc
+        if isinstance(auc, int | float) and not 0 <= auc <= 1:
             raise ValueError(
-                f"benchmark.retain_reference_auc={retain_reference_auc} is not an AUC. Fix: give "
+                f"benchmark.retain_reference_auc={auc} is not an AUC. Fix: give "
                 "a number in [0, 1], a metrics.json path, 'finetune' or null."
             )
-        self.path, self.hub_id = path, hub_id
-        self.forget_docs, self.retain_docs = forget_docs, retain_docs
-        self.retain_corpus, self.reference_corpus = retain_corpus, reference_corpus
-        self.n_reference, self.seed = n_reference, seed
-        self.chunk_words, self.prompt_words = chunk_words, prompt_words
-        self.align_to_eval = align_to_eval
-        self.limits = Limits(knowmem_limit, verbmem_limit, privleak_limit)
-        self.verbmem_prompt_words = verbmem_prompt_words
-        self.privleak_max_words = privleak_max_words
-        self.knowmem_max_new_tokens = knowmem_max_new_tokens
-        self.verbmem_max_new_tokens = verbmem_max_new_tokens
-        self.min_k, self.retain_reference_auc = min_k, retain_reference_auc
-        self.eval_batch_size = eval_batch_size
+
+    @property
+    def limits(self) -> Limits:
+        """The first-N limits of the knowmem, verbmem and privleak sets."""
+        return Limits(self.knowmem_limit, self.verbmem_limit, self.privleak_limit)
 
     # ----- data -------------------------------------------------------------------------------
 
@@ -323,7 +312,7 @@ class MUSEBenchmark:
         :meth:`reference_record`); without it privleak uses ``retain_reference_auc`` or 0.5.
         """
         bs = self.eval_batch_size
-        metrics: dict[str, float] = {}
+        scores: dict[str, float] = {}  # knowmem and verbmem
         generations: dict[str, list[dict[str, object]]] = {}
         directions: dict[str, bool | None] = {}
         for split in ("forget", "retain"):
@@ -335,20 +324,25 @@ class MUSEBenchmark:
                 self.knowmem_max_new_tokens,
                 bs,
             )
-            metrics.update(split_metrics)
+            scores.update(split_metrics)
             generations[f"{split}_knowmem"] = rows
             directions.update(muse_eval.knowmem_directions(split))
         verb_metrics, generations["forget_verbmem"] = muse_eval.verbmem(
             chat, eval_sets["verbmem"], self.verbmem_max_new_tokens, bs
         )
-        metrics.update(verb_metrics)
+        scores.update(verb_metrics)
         directions.update(muse_eval.VERBMEM_DIRECTIONS)
         privacy_metrics, mia_rows = self.privacy(chat, eval_sets, reference)
-        metrics.update(privacy_metrics)
         generations.update(mia_rows)
         directions.update(PRIVACY_DIRECTIONS)
-        metrics["deviation_score"] = deviation_score(
-            metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
-        )
+        metrics: dict[str, object] = {
+            **scores,
+            **privacy_metrics,
+            "deviation_score": deviation_score(
+                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
+            ),
+        }
         directions.update(DEVIATION_SCORE)
+        # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but
+        # privleak/reference is a note (a string) that metrics.json and the tables carry.
         return EvalResult(metrics, generations, directions)

@@ -137,17 +137,17 @@ class MuseSource:
         return rows_to_records(rows, RECORD_FIELDS[subset], source)
 
     def _rows(self, name: str) -> tuple[list, str]:
-        rows, source = self._local(name) if self.path else self._hub(name)
+        rows, source = self._local(self.path, name) if self.path else self._hub(name)
         if not rows:
             raise ValueError(f"MUSE split {source} is empty. Fix: check the data files.")
         return rows, source
 
-    def _local(self, name: str) -> tuple[list, str]:
-        candidates = [self.path / f"{n}.json" for n in (name, LOCAL_NAMES.get(name, name))]
+    def _local(self, directory: Path, name: str) -> tuple[list, str]:
+        candidates = [directory / f"{n}.json" for n in (name, LOCAL_NAMES.get(name, name))]
         file = next((c for c in candidates if c.is_file()), None)
         if file is None:
             raise FileNotFoundError(
-                f"MUSE split {name!r} not found in {self.path} (looked for "
+                f"MUSE split {name!r} not found in {directory} (looked for "
                 f"{', '.join(sorted({str(c) for c in candidates}))}). Fix: add the file, or "
                 "choose another split (e.g. benchmark.retain_corpus=privleak/retain)."
             )

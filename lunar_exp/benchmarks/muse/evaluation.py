@@ -91,7 +91,10 @@ def knowmem(
 def truncate_tokens(chat: ChatModel, text: str, max_tokens: int) -> str:
     """``text`` cut to its first ``max_tokens`` tokens (MUSE scores that much of the gt)."""
     ids = chat.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-    return chat.tokenizer.decode(ids, skip_special_tokens=True)
+    truncated = chat.tokenizer.decode(ids, skip_special_tokens=True)
+    if not isinstance(truncated, str):  # one flat id list decodes to one string
+        raise TypeError(f"decoding {len(ids)} token ids gave {type(truncated).__name__}")
+    return truncated
 
 
 def verbmem(

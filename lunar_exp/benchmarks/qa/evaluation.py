@@ -9,7 +9,7 @@ from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE, knowledge_di
 from lunar_exp.interfaces import QA, ChatModel, EvalResult
 from lunar_exp.metrics.primitives import answer_nll, greedy_generate_ranked, padding_id
 from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
-from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
+from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, special_id
 
 TOP_HIT_RANK = 100  # LUNAR's hit rate: share of answer tokens ranked in the top 100
 # Metrics of :func:`evaluate_split` that grow with what the model knows, and those that shrink.
@@ -34,7 +34,10 @@ def evaluate_split(
     tok = chat.tokenizer
     answers = [qa.answer for qa in items]
     prompts = encode_item_prompts(tok, items, chat.system_prompt)
-    targets = [tok(a, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for a in answers]
+    targets = [
+        tok(a, add_special_tokens=False)["input_ids"] or [special_id(tok.eos_token_id)]
+        for a in answers
+    ]
     responses, ranks = greedy_generate_ranked(
         chat.model, tok, prompts, targets, max_new_tokens, batch_size, desc=f"eval {split}"
     )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
 from lunar_exp.benchmarks.qa.splits import edge_eval_sets, split_by_edges
-from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import (
     QA,
     BenchmarkData,
@@ -20,6 +20,7 @@ from lunar_exp.interfaces import (
     Generation,
     UnlearnData,
 )
+from lunar_exp.settings import setting, validate
 
 REQUIRED_KEYS = ("question", "answer", "edge")
 
@@ -63,60 +64,41 @@ def read_qa_file(path: Path, required: tuple[str, ...] = REQUIRED_KEYS) -> list[
     ]
 
 
+@dataclass(kw_only=True)
 class QAJsonBenchmark:
-    """Questions, answers and edges from a JSON file; forget set = items on ``forget_edges``.
+    """Questions, answers and edges from a JSON file; forget set = items on ``forget_edges``."""
 
-    Args:
-        path: the JSON file.
-        forget_edges: edges to forget (e.g. ``[A_B]``).
-        abstain_path: optional JSON ``[{question, answer}]`` of abstention items for fine-tuning.
-        reference_path: optional JSON ``[{question, answer}]`` of LUNAR reference prompts.
-        n_abstain: generated unknown-person abstention items when ``abstain_path`` is unset.
-        n_reference: generated reference prompts when ``reference_path`` is unset.
-        retain_eval_limit: evaluate the first N retain items (the LUNAR code uses 200).
-        max_new_tokens: generation budget for evaluation.
-        eval_batch_size: prompts per generation batch.
-        seed: seed of the generated abstention and reference prompts.
-    """
+    name = "qa_json"  # not a setting: unannotated, so no dataclass field
 
-    name = "qa_json"
+    path: str = setting(help="the JSON file.")
+    forget_edges: list[str] = setting(help="edges to forget (e.g. [A_B]).")
+    abstain_path: str | None = setting(
+        None, help="JSON [{question, answer}] of abstention items for fine-tuning (optional)."
+    )
+    reference_path: str | None = setting(
+        None, help="JSON [{question, answer}] of LUNAR reference prompts (optional)."
+    )
+    n_abstain: int = setting(
+        16, ge=0, help="generated unknown-person abstention items when abstain_path is unset."
+    )
+    n_reference: int = setting(
+        32, ge=0, help="generated reference prompts when reference_path is unset."
+    )
+    retain_eval_limit: int | None = setting(
+        200, ge=1, help="evaluate the first N retain items (the LUNAR code uses 200; None = all)."
+    )
+    max_new_tokens: int = setting(48, ge=1, help="generation budget for evaluation.")
+    eval_batch_size: int = setting(16, ge=1, help="prompts per generation batch.")
+    seed: int = setting(0, help="seed of the generated abstention and reference prompts.")
 
-    def __init__(
-        self,
-        path: str,
-        forget_edges: list[str],
-        abstain_path: str | None = None,
-        reference_path: str | None = None,
-        n_abstain: int = 16,
-        n_reference: int = 32,
-        retain_eval_limit: int | None = 200,
-        max_new_tokens: int = 48,
-        eval_batch_size: int = 16,
-        seed: int = 0,
-    ) -> None:
-        require_counts(
-            "benchmark",
-            1,
-            retain_eval_limit=retain_eval_limit,
-            max_new_tokens=max_new_tokens,
-            eval_batch_size=eval_batch_size,
-        )
-        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
-        self.path = Path(path)
-        self.forget_edges = list(forget_edges)
-        self.abstain_path = abstain_path
-        self.reference_path = reference_path
-        self.n_abstain = n_abstain
-        self.n_reference = n_reference
-        self.retain_eval_limit = retain_eval_limit
-        self.max_new_tokens = max_new_tokens
-        self.eval_batch_size = eval_batch_size
-        self.seed = seed
+    def __post_init__(self) -> None:
+        validate(self, "benchmark")
+        self.forget_edges = list(self.forget_edges)
 
     def load(self) -> BenchmarkData:
         """Read, validate and split the file; add abstention and reference prompts."""
-        items = read_qa_file(self.path)
-        forget, retain = split_by_edges(items, self.forget_edges, source=str(self.path))
+        path = Path(self.path)
+        forget, retain = split_by_edges(read_qa_file(path), self.forget_edges, source=str(path))
         rng = random.Random(self.seed)
         names = kg.make_names(rng, self.n_abstain + self.n_reference, set())
         abstain = self._extra(self.abstain_path, rng, names[: self.n_abstain], "unknown")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.qa.evaluation import evaluate_qa
 from lunar_exp.benchmarks.qa.splits import edge_eval_sets, split_by_edges
-from lunar_exp.bookkeeping.errors import require_counts, require_index
 from lunar_exp.interfaces import (
     QA,
     BenchmarkData,
@@ -18,56 +18,40 @@ from lunar_exp.interfaces import (
     Generation,
     UnlearnData,
 )
+from lunar_exp.settings import setting, validate
 
 
+@dataclass(kw_only=True)
 class SyntheticBenchmark:
-    """Made-up people with templated facts; forget set = all facts of chosen people.
+    """Made-up people with templated facts; forget set = all facts of chosen people."""
 
-    Args:
-        seed: generator seed (independent of the run seed so methods see the same data).
-        n_entities: number of known people.
-        facts_per_entity: templated facts per person (1..5).
-        forget_edges: ids of the people to forget (``person_00`` ...).
-        n_abstain: unknown-person questions taught as abstentions during fine-tuning.
-        n_reference: unknown-person questions defining LUNAR's unlearning vector.
-        max_new_tokens: generation budget for evaluation.
-        eval_batch_size: prompts per generation batch.
-    """
+    name = "synthetic"  # not a setting: unannotated, so no dataclass field
 
-    name = "synthetic"
+    seed: int = setting(
+        0, help="generator seed (independent of the run seed so methods see the same data)."
+    )
+    n_entities: int = setting(12, help="number of known people (at least 2).")
+    facts_per_entity: int = setting(5, ge=1, help="templated facts per person (1..5).")
+    forget_edges: list[str] = setting(
+        ["person_00", "person_01"], help="ids of the people to forget (person_00 ...)."
+    )
+    n_abstain: int = setting(
+        20, ge=0, help="unknown-person questions taught as abstentions during fine-tuning."
+    )
+    n_reference: int = setting(
+        32, ge=0, help="unknown-person questions defining LUNAR's unlearning vector."
+    )
+    max_new_tokens: int = setting(32, ge=1, help="generation budget for evaluation.")
+    eval_batch_size: int = setting(16, ge=1, help="prompts per generation batch.")
 
-    def __init__(
-        self,
-        seed: int = 0,
-        n_entities: int = 12,
-        facts_per_entity: int = 5,
-        forget_edges: list[str] | None = None,
-        n_abstain: int = 20,
-        n_reference: int = 32,
-        max_new_tokens: int = 32,
-        eval_batch_size: int = 16,
-    ) -> None:
-        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
-        require_counts(
-            "benchmark",
-            1,
-            facts_per_entity=facts_per_entity,
-            max_new_tokens=max_new_tokens,
-            eval_batch_size=eval_batch_size,
-        )
-        require_index("benchmark", "n_entities", n_entities)
-        if n_entities < 2:
-            raise ValueError(f"n_entities={n_entities}: need at least 2 (one forget, one retain).")
-        self.seed = seed
-        self.n_entities = n_entities
-        self.facts_per_entity = facts_per_entity
-        self.forget_edges = (
-            ["person_00", "person_01"] if forget_edges is None else list(forget_edges)
-        )
-        self.n_abstain = n_abstain
-        self.n_reference = n_reference
-        self.max_new_tokens = max_new_tokens
-        self.eval_batch_size = eval_batch_size
+    def __post_init__(self) -> None:
+        validate(self, "benchmark")
+        if self.n_entities < 2:
+            raise ValueError(
+                f"benchmark.n_entities={self.n_entities}: need at least 2 (one forget, one "
+                "retain). Fix: use a value >= 2."
+            )
+        self.forget_edges = list(self.forget_edges)
 
     def load(self) -> BenchmarkData:
         """Generate the graph and split it by ``forget_edges``; evaluation sets are the same."""

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ from lunar_exp.benchmarks.tofu.data import (
     first_authors,
     to_items,
 )
-from lunar_exp.bookkeeping.errors import require_counts, require_fraction
 from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import mia_auc, privleak
 from lunar_exp.metrics.text import deviation_score
+from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
@@ -46,83 +47,74 @@ SUITE_DIRECTIONS: dict[str, bool | None] = {
 }
 
 
+@dataclass(kw_only=True)
 class TofuBenchmark:
-    """TOFU forget/retain splits, evaluated with the reference implementation's suite.
+    """TOFU forget/retain splits, evaluated with the reference implementation's suite."""
 
-    Args:
-        path: local directory of TOFU split files; None reads ``hub_id`` from the hub.
-        split: ``forget01``, ``forget05`` or ``forget10`` (with retain99/95/90, holdout01/05/10).
-        forget_authors: use only the first N forget authors (20 questions each); None = all.
-        retain_authors: train on the first N retain authors only; None = the whole retain split.
-        retain_eval_limit: evaluate the first N ``retain_perturbed`` items that are in the
-            retain training set.
-        known_facts_limit: evaluate the first N real-authors and world-facts items.
-        holdout_limit: first N holdout items for the membership attack.
-        retain_reference: file of the retain model's per-item forget truth ratios, ``finetune``
-            (train the retain model here), or None (forget quality missing).
-        reference_auc: the retain model's min-k AUC for privleak, overriding the reference's.
-        min_k: fraction of lowest token log-probs in the min-k attack.
-        n_abstain: unknown-person abstention questions taught during fine-tuning.
-        n_reference: unknown-person questions defining LUNAR's unlearning vector.
-        max_new_tokens: generation budget (the reference uses 200).
-        eval_batch_size: sequences per batch.
-        hub_id: dataset repository on the hub.
-        seed: seed of the generated abstention and reference questions.
-    """
+    name = "tofu"  # not a setting: unannotated, so no dataclass field
 
-    name = "tofu"
+    path: str | None = setting(
+        None, help="local directory of TOFU split files; None reads hub_id from the hub."
+    )
+    split: str = setting(
+        "forget10",
+        help="forget01, forget05 or forget10 (with retain99/95/90, holdout01/05/10).",
+    )
+    forget_authors: int | None = setting(
+        None, ge=1, help="use only the first N forget authors (20 questions each); None = all."
+    )
+    retain_authors: int | None = setting(
+        None, ge=1, help="train on the first N retain authors only; None = the whole retain split."
+    )
+    retain_eval_limit: int | None = setting(
+        None,
+        ge=1,
+        help="evaluate the first N retain_perturbed items that are in the retain training set.",
+    )
+    known_facts_limit: int | None = setting(
+        None, ge=1, help="evaluate the first N real-authors and world-facts items."
+    )
+    holdout_limit: int | None = setting(
+        None, ge=1, help="first N holdout items for the membership attack."
+    )
+    retain_reference: str | None = setting(
+        None,
+        help="file of the retain model's per-item forget truth ratios, finetune (train the "
+        "retain model here), or None (forget quality missing).",
+    )
+    reference_auc: float | None = setting(
+        None, help="the retain model's min-k AUC for privleak, overriding the reference's."
+    )
+    min_k: float = setting(
+        0.4, gt=0, le=1, help="fraction of lowest token log-probs in the min-k attack."
+    )
+    n_abstain: int = setting(
+        16, ge=0, help="unknown-person abstention questions taught during fine-tuning."
+    )
+    n_reference: int = setting(
+        32, ge=0, help="unknown-person questions defining LUNAR's unlearning vector."
+    )
+    max_new_tokens: int = setting(200, ge=1, help="generation budget (the reference uses 200).")
+    eval_batch_size: int = setting(16, ge=1, help="sequences per batch.")
+    hub_id: str = setting("locuslab/TOFU", help="dataset repository on the hub.")
+    seed: int = setting(0, help="seed of the generated abstention and reference questions.")
 
-    def __init__(
-        self,
-        path: str | None = None,
-        split: str = "forget10",
-        forget_authors: int | None = None,
-        retain_authors: int | None = None,
-        retain_eval_limit: int | None = None,
-        known_facts_limit: int | None = None,
-        holdout_limit: int | None = None,
-        retain_reference: str | None = None,
-        reference_auc: float | None = None,
-        min_k: float = 0.4,
-        n_abstain: int = 16,
-        n_reference: int = 32,
-        max_new_tokens: int = 200,
-        eval_batch_size: int = 16,
-        hub_id: str = "locuslab/TOFU",
-        seed: int = 0,
-    ) -> None:
-        require_counts(
-            "benchmark",
-            1,
-            forget_authors=forget_authors,
-            retain_authors=retain_authors,
-            retain_eval_limit=retain_eval_limit,
-            known_facts_limit=known_facts_limit,
-            holdout_limit=holdout_limit,
-            max_new_tokens=max_new_tokens,
-            eval_batch_size=eval_batch_size,
-        )
-        require_counts("benchmark", 0, n_abstain=n_abstain, n_reference=n_reference)
-        require_fraction("benchmark", "min_k", min_k)
-        if split not in SPLITS:
+    def __post_init__(self) -> None:
+        validate(self, "benchmark")
+        if self.split not in SPLITS:
             raise ValueError(
-                f"benchmark.split={split!r} is not a TOFU forget split. "
+                f"benchmark.split={self.split!r} is not a TOFU forget split. "
                 f"Fix: use one of {sorted(SPLITS)}."
             )
-        self.path, self.split, self.hub_id = path, split, hub_id
-        self.forget_authors, self.retain_authors = forget_authors, retain_authors
-        self.limits = {
-            "retain": retain_eval_limit,
-            "known_facts": known_facts_limit,
-            "holdout": holdout_limit,
+
+    @property
+    def limits(self) -> dict[str, int | None]:
+        """How many items of each limited evaluation set are scored (None = all)."""
+        return {
+            "retain": self.retain_eval_limit,
+            "known_facts": self.known_facts_limit,
+            "holdout": self.holdout_limit,
         }
-        self.retain_reference, self.reference_auc, self.min_k = (
-            retain_reference,
-            reference_auc,
-            min_k,
-        )
-        self.n_abstain, self.n_reference, self.seed = n_abstain, n_reference, seed
-        self.max_new_tokens, self.eval_batch_size = max_new_tokens, eval_batch_size
 
     # ----- data -------------------------------------------------------------------------------
 
@@ -226,7 +218,7 @@ class TofuBenchmark:
         :meth:`reference_record`); without it forget quality is missing.
         """
         bs, new = self.eval_batch_size, self.max_new_tokens
-        metrics: dict[str, float | None] = {}
+        scores: dict[str, float] = {}  # every metric but forget quality, which may be missing
         generations: dict[str, list[dict[str, object]]] = {}
         directions: dict[str, bool | None] = {}
         ratios: list[float] = []
@@ -234,7 +226,7 @@ class TofuBenchmark:
             split_metrics, records, split_ratios = tofu_eval.evaluate_qa_split(
                 chat, split, eval_sets[split], new, bs
             )
-            metrics.update(split_metrics)
+            scores.update(split_metrics)
             generations[split] = records
             directions.update(tofu_eval.qa_split_directions(split))
             ratios = split_ratios if split == "forget" else ratios
@@ -242,21 +234,26 @@ class TofuBenchmark:
             split_metrics, records = tofu_eval.evaluate_known_facts(
                 chat, split, eval_sets[split], new, bs
             )
-            metrics.update(split_metrics)
+            scores.update(split_metrics)
             generations[split] = records
             directions.update(tofu_eval.known_facts_directions(split))
         memo = tofu_eval.memorisation(chat, eval_sets["forget"], bs, self.min_k)
-        metrics["forget/extraction_strength"] = memo["extraction_strength"]
-        metrics["forget/exact_memorization"] = memo["exact_memorization"]
+        scores["forget/extraction_strength"] = memo["extraction_strength"]
+        scores["forget/exact_memorization"] = memo["exact_memorization"]
         directions.update(tofu_eval.MEMORISATION_DIRECTIONS)
         holdout = tofu_eval.min_k_scores(chat, eval_sets["holdout"], bs, self.min_k)
-        metrics.update(self._privacy(mia_auc(memo["min_k"], holdout), reference))
-        metrics["forget_quality"] = self._forget_quality(ratios, reference)
-        metrics["model_utility"] = tofu.model_utility([metrics[k] for k in tofu.UTILITY_KEYS])
-        metrics["deviation_score"] = deviation_score(
-            metrics["forget/rouge1_recall"], metrics["retain/rouge1_recall"]
-        )
+        scores.update(self._privacy(mia_auc(memo["min_k"], holdout), reference))
+        metrics: dict[str, float | None] = {
+            **scores,
+            "forget_quality": self._forget_quality(ratios, reference),
+            "model_utility": tofu.model_utility([scores[k] for k in tofu.UTILITY_KEYS]),
+            "deviation_score": deviation_score(
+                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
+            ),
+        }
         directions.update(SUITE_DIRECTIONS)
+        # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but a
+        # missing forget quality is None (metrics.json null), as the pipeline expects.
         return EvalResult(metrics, generations, directions)
 
     def _forget_quality(self, ratios: list[float], reference: Mapping | None) -> float | None:

@@ -92,25 +92,28 @@ class TofuSource:
 
     def records(self, split: str) -> list[dict]:
         """The split's records with normalised keys; raises if missing or malformed."""
-        raw, source = self._local(split) if self.path else self._hub(split)
+        raw, source = self._local(self.path, split) if self.path else self._hub(split)
         if not raw:
             raise ValueError(f"TOFU split {split} in {source} is empty. Fix: check the data files.")
         return [normalise(r, source, i) for i, r in enumerate(raw)]
 
-    def _local(self, split: str) -> tuple[list[dict], str]:
+    def _local(self, directory: Path, split: str) -> tuple[list[dict], str]:
         for suffix in (".json", ".jsonl"):
-            file = self.path / f"{split}{suffix}"
+            file = directory / f"{split}{suffix}"
             if file.is_file():
                 return parse_records(file.read_text(), str(file)), str(file)
         raise FileNotFoundError(
-            f"TOFU split '{split}' not found in {self.path} (looked for {split}.json/.jsonl). "
+            f"TOFU split '{split}' not found in {directory} (looked for {split}.json/.jsonl). "
             "Fix: add the file or pick another benchmark.split."
         )
 
     def _hub(self, split: str) -> tuple[list[dict], str]:
-        from datasets import load_dataset
+        from datasets import Dataset, load_dataset
 
-        return list(load_dataset(self.hub_id, split, split="train")), f"{self.hub_id}:{split}"
+        rows = load_dataset(self.hub_id, split, split="train")
+        if not isinstance(rows, Dataset):  # one split asked for: one Dataset of dict rows
+            raise TypeError(f"{self.hub_id}:{split} loaded as {type(rows).__name__}, not a Dataset")
+        return rows.to_list(), f"{self.hub_id}:{split}"
 
 
 def to_items(records: list[dict]) -> list[TofuItem]:

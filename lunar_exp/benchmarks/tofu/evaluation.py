@@ -69,6 +69,19 @@ def mean_losses(
     return answer_nll(chat.model, pairs, _pad(chat), batch_size, desc="tofu answer losses")
 
 
+def paraphrased_answers(items: Sequence[TofuItem]) -> list[str]:
+    """Each item's paraphrased answer (the TOFU ``*_perturbed`` files give every item one)."""
+    answers = []
+    for it in items:
+        if it.paraphrased_answer is None:
+            raise ValueError(
+                f"TOFU item {it.question!r} has no paraphrased_answer. Fix: use the TOFU "
+                "*_perturbed evaluation files."
+            )
+        answers.append(it.paraphrased_answer)
+    return answers
+
+
 def perturbed_losses(chat: ChatModel, items: Sequence[TofuItem], batch_size: int):
     """Per item, the mean losses of its perturbed answers (one flat batch, regrouped)."""
     questions = [it.question for it in items for _ in it.perturbed_answers]
@@ -112,9 +125,7 @@ def evaluate_qa_split(
     """
     responses, rouge, refusals = generate_answers(chat, items, max_new_tokens, bs)
     gt = mean_losses(chat, [it.question for it in items], [it.answer for it in items], bs)
-    para = mean_losses(
-        chat, [it.question for it in items], [it.paraphrased_answer for it in items], bs
-    )
+    para = mean_losses(chat, [it.question for it in items], paraphrased_answers(items), bs)
     ratios = truth_ratios(para, perturbed_losses(chat, items, bs))
     aggregate = tofu.truth_ratio_closer_to_1 if split == "forget" else tofu.truth_ratio_true_better
     metrics = {
@@ -167,7 +178,7 @@ def evaluate_known_facts(
         f"{split}/truth_ratio": tofu.truth_ratio_true_better(truth_ratios(gt, wrong)),
         f"{split}/refusal_rate": fmean(refusals),
     }
-    records = [
+    records: list[dict[str, object]] = [
         {"split": split, "question": it.question, "ground_truth": it.answer, "response": resp}
         for it, resp in zip(items, responses, strict=True)
     ]
@@ -192,5 +203,5 @@ def min_k_scores(chat: ChatModel, items: Sequence[TofuItem], bs: int, k: float) 
 def forget_truth_ratios(chat: ChatModel, items: Sequence[TofuItem], bs: int) -> list[float]:
     """Per-item forget truth ratios (paraphrased vs perturbed), for a retain-model reference."""
     questions = [it.question for it in items]
-    para = mean_losses(chat, questions, [it.paraphrased_answer for it in items], bs)
+    para = mean_losses(chat, questions, paraphrased_answers(items), bs)
     return truth_ratios(para, perturbed_losses(chat, items, bs))

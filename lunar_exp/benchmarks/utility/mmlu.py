@@ -8,36 +8,44 @@ its metrics as ``utility/<key>`` before and after unlearning.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ, MCQTasks
 from lunar_exp.interfaces import ChatModel, EvalResult
+from lunar_exp.settings import setting, validate
 
 
+@dataclass(kw_only=True)
 class MMLUUtility:
-    """MMLU accuracy through lm-eval (keys ``mmlu/acc``, ``mmlu/acc_stderr``).
+    """MMLU accuracy through lm-eval (keys ``mmlu/acc``, ``mmlu/acc_stderr``)."""
 
-    Args:
-        subjects: MMLU subjects; None = all 57.
-        mode: ``hub`` (lm-eval's ``mmlu`` tasks), ``local`` (``mmlu_dir``) or ``auto`` (local when
-            ``mmlu_dir`` exists).
-        mmlu_dir: local ``test/<subject>_test.csv`` files (cais/mmlu form).
-        limit: first N questions of each subject; None = all.
-        batch_size: lm-eval batch size.
-        cache_dir: where the local lm-eval tasks are written.
-    """
+    subjects: list[str] | None = setting(None, help="MMLU subjects; None = all 57.")
+    mode: Literal["auto", "local", "hub"] = setting(
+        "auto",
+        help="hub (lm-eval's mmlu tasks), local (mmlu_dir) or auto (local when mmlu_dir exists).",
+    )
+    mmlu_dir: str = setting(
+        "../shared/benchdata/mmlu", help="local test/<subject>_test.csv files (cais/mmlu form)."
+    )
+    limit: int | None = setting(None, ge=1, help="first N questions of each subject; None = all.")
+    batch_size: int = setting(8, ge=1, help="lm-eval batch size.")
+    cache_dir: str = setting(".cache", help="where the local lm-eval tasks are written.")
 
-    def __init__(
-        self,
-        subjects: list[str] | None = None,
-        mode: str = "auto",
-        mmlu_dir: str = "../shared/benchdata/mmlu",
-        limit: int | None = None,
-        batch_size: int = 8,
-        cache_dir: str = ".cache",
-    ) -> None:
+    def __post_init__(self) -> None:
+        validate(self, "utility")
+        # Not a setting: the lm-eval tasks, with the MMLU directory resolved now.
         self.suite = LMEvalMCQ(
-            [], True, subjects, mode, "", mmlu_dir, limit, batch_size, cache_dir, owner="utility"
+            [],
+            True,
+            self.subjects,
+            self.mode,
+            "",
+            self.mmlu_dir,
+            self.limit,
+            self.batch_size,
+            self.cache_dir,
+            owner="utility",
         )
 
     def load(self) -> dict[str, MCQTasks]:

@@ -12,104 +12,103 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.common.corpora import chunk_items, is_hub_spec, read_documents
 from lunar_exp.benchmarks.lm_eval.mcq import LMEvalMCQ
 from lunar_exp.benchmarks.qa.qa_json import read_qa_file
-from lunar_exp.bookkeeping.errors import require_counts
 from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
+from lunar_exp.settings import setting, validate
 
 # Attacks that score forget chunks as QA items (relearn) generate with these settings.
 QA_GENERATION = Generation(max_new_tokens=32, batch_size=16)
 
 
+@dataclass(kw_only=True)
 class WMDPBenchmark:
-    """Forget/retain corpora as plain text items; WMDP and MMLU accuracy via lm-eval.
+    """Forget/retain corpora as plain text items; WMDP and MMLU accuracy via lm-eval."""
 
-    Args:
-        subsets: WMDP subsets scored (``bio``, ``chem``, ``cyber``).
-        mmlu: also score MMLU (the utility the WMDP paper reports).
-        mmlu_subjects: MMLU subjects; None = all 57.
-        mode: where the questions come from: ``hub``, ``local`` or ``auto`` (local when
-            ``wmdp_dir`` and ``mmlu_dir`` exist).
-        wmdp_dir: local ``<subset>_questions.json`` files (cais/wmdp form).
-        mmlu_dir: local ``test/<subject>_test.csv`` files (cais/mmlu form).
-        limit: first N questions of each lm-eval task (each subset, each MMLU subject); None = all.
-        eval_batch_size: lm-eval batch size.
-        forget_corpus: forget texts: a JSON/JSONL/TXT file or a hub spec ``owner/name:config``.
-        retain_corpus: retain texts, likewise.
-        n_forget: forget chunks drawn at random (None = all).
-        n_retain: retain chunks drawn at random (None = all).
-        chunk_words: words per chunk (~1.3 tokens each for English text).
-        prompt_words: leading words of a chunk that form its prompt; the rest is the answer.
-        max_documents: read at most this many documents of each corpus (None = all).
-        reference_path: optional JSON ``[{question, answer}]`` of LUNAR reference prompts.
-        n_reference: generated unknown-person reference questions when ``reference_path`` is unset.
-        cache_dir: where the local lm-eval tasks are written.
-        seed: seed of the chunk draw and the generated reference questions.
-    """
+    name = "wmdp"  # not a setting: unannotated, so no dataclass field
 
-    name = "wmdp"
+    subsets: list[str] = setting(["bio", "cyber"], help="WMDP subsets scored (bio, chem, cyber).")
+    mmlu: bool = setting(True, help="also score MMLU (the utility the WMDP paper reports).")
+    mmlu_subjects: list[str] | None = setting(None, help="MMLU subjects; None = all 57.")
+    mode: Literal["auto", "local", "hub"] = setting(
+        "auto",
+        help="where the questions come from: hub, local or auto (local when wmdp_dir and "
+        "mmlu_dir exist).",
+    )
+    wmdp_dir: str = setting(
+        "../shared/benchdata/wmdp", help="local <subset>_questions.json files (cais/wmdp form)."
+    )
+    mmlu_dir: str = setting(
+        "../shared/benchdata/mmlu", help="local test/<subject>_test.csv files (cais/mmlu form)."
+    )
+    limit: int | None = setting(
+        None,
+        ge=1,
+        help="first N questions of each lm-eval task (each subset, each MMLU subject); None = all.",
+    )
+    eval_batch_size: int = setting(8, ge=1, help="lm-eval batch size.")
+    forget_corpus: str = setting(
+        "cais/wmdp-corpora:cyber-forget-corpus",
+        help="forget texts: a JSON/JSONL/TXT file or a hub spec owner/name:config.",
+    )
+    retain_corpus: str = setting(
+        "cais/wmdp-corpora:cyber-retain-corpus", help="retain texts, likewise."
+    )
+    n_forget: int | None = setting(256, ge=1, help="forget chunks drawn at random (None = all).")
+    n_retain: int | None = setting(256, ge=1, help="retain chunks drawn at random (None = all).")
+    chunk_words: int = setting(200, ge=1, help="words per chunk (~1.3 tokens each for English).")
+    prompt_words: int = setting(
+        12, ge=1, help="leading words of a chunk that form its prompt; the rest is the answer."
+    )
+    max_documents: int | None = setting(
+        None, ge=1, help="read at most this many documents of each corpus (None = all)."
+    )
+    reference_path: str | None = setting(
+        None, help="optional JSON [{question, answer}] of LUNAR reference prompts."
+    )
+    n_reference: int = setting(
+        32,
+        ge=0,
+        help="generated unknown-person reference questions when reference_path is unset.",
+    )
+    cache_dir: str = setting(".cache", help="where the local lm-eval tasks are written.")
+    seed: int = setting(0, help="seed of the chunk draw and the generated reference questions.")
 
-    def __init__(
-        self,
-        subsets: list[str] | None = None,
-        mmlu: bool = True,
-        mmlu_subjects: list[str] | None = None,
-        mode: str = "auto",
-        wmdp_dir: str = "../shared/benchdata/wmdp",
-        mmlu_dir: str = "../shared/benchdata/mmlu",
-        limit: int | None = None,
-        eval_batch_size: int = 8,
-        forget_corpus: str = "cais/wmdp-corpora:cyber-forget-corpus",
-        retain_corpus: str = "cais/wmdp-corpora:cyber-retain-corpus",
-        n_forget: int | None = 256,
-        n_retain: int | None = 256,
-        chunk_words: int = 200,
-        prompt_words: int = 12,
-        max_documents: int | None = None,
-        reference_path: str | None = None,
-        n_reference: int = 32,
-        cache_dir: str = ".cache",
-        seed: int = 0,
-    ) -> None:
-        require_counts(
-            "benchmark",
-            1,
-            limit=limit,
-            eval_batch_size=eval_batch_size,
-            n_forget=n_forget,
-            n_retain=n_retain,
-            chunk_words=chunk_words,
-            prompt_words=prompt_words,
-            max_documents=max_documents,
-        )
-        require_counts("benchmark", 0, n_reference=n_reference)
-        if forget_corpus == retain_corpus:
+    def __post_init__(self) -> None:
+        validate(self, "benchmark")
+        if self.forget_corpus == self.retain_corpus:
             raise ValueError(
-                f"benchmark.forget_corpus and retain_corpus are both {forget_corpus!r}. "
+                f"benchmark.forget_corpus and retain_corpus are both {self.forget_corpus!r}. "
                 "Fix: use two disjoint corpora."
             )
+        self.subsets = list(self.subsets)
+        # Not a setting: the lm-eval tasks (it checks the subsets), directories resolved now.
         self.suite = LMEvalMCQ(
-            ["bio", "cyber"] if subsets is None else list(subsets),
-            mmlu,
-            mmlu_subjects,
-            mode,
-            wmdp_dir,
-            mmlu_dir,
-            limit,
-            eval_batch_size,
-            cache_dir,
+            self.subsets,
+            self.mmlu,
+            self.mmlu_subjects,
+            self.mode,
+            self.wmdp_dir,
+            self.mmlu_dir,
+            self.limit,
+            self.eval_batch_size,
+            self.cache_dir,
             owner="benchmark",
         )
-        self.corpora = {"forget": (forget_corpus, n_forget), "retain": (retain_corpus, n_retain)}
-        self.chunk_words, self.prompt_words = chunk_words, prompt_words
-        self.max_documents = max_documents
-        self.reference_path, self.n_reference = reference_path, n_reference
-        self.seed = seed
+
+    @property
+    def corpora(self) -> dict[str, tuple[str, int | None]]:
+        """Each role's corpus spec and how many of its chunks are drawn (None = all)."""
+        return {
+            "forget": (self.forget_corpus, self.n_forget),
+            "retain": (self.retain_corpus, self.n_retain),
+        }
 
     def load(self) -> BenchmarkData:
         """Read and chunk both corpora, prepare the lm-eval tasks, add reference prompts.

@@ -71,7 +71,7 @@ CASES = [
     ("rmu layer out of range", ["method=rmu", "method.layer=40"], 2, ["[40] is out of range"]),
     ("repeated layer", ["method.layers=[1,1]"], 2, ["repeats a layer", "Fix"]),
     ("fine-tuning without epochs", ["finetune.epochs=0"], 2, ["finetune.epochs=0 is out of range"]),
-    ("zero threads", ["threads=0"], 2, ["threads=0 is out of range", "threads=null"]),
+    ("zero threads", ["threads=0"], 2, ["threads=0 is out of range", "Fix: use a value >= 1"]),
     (
         "LUNAR setting out of range",
         ["method.activation_batch_size=0"],

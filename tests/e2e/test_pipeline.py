@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import method_options, run_cli
 from tests.legacy_directions import assert_directions_as_before
 
 REQUIRED_KEYS = [
@@ -117,11 +117,11 @@ def test_default_run_on_the_embedded_model(tmp_path):
 
 
 def test_multirun_over_every_method_fine_tunes_once(tmp_path):
-    methods = "lunar,ga,graddiff,npo,simnpo,idkdpo,rmu"
+    methods = ",".join(method_options())
     result = run_cli(["-m", "+exp=smoke", f"method={methods}"], tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     found = sorted((tmp_path / "out" / "multirun").rglob("metrics.json"))
-    assert len(found) == 7
+    assert len(found) == len(method_options())
     runs = {p.parent.parent.name: json.loads(p.read_text()) for p in found}
     assert set(runs) == set(methods.split(","))
     for metrics in runs.values():

@@ -1,0 +1,1 @@
+"""End-to-end tests: each runs `python -m lunar_exp` (or a script) in a child process."""
