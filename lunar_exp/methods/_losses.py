@@ -2,7 +2,8 @@
 
 Conventions: ``seq_logp`` is the sequence-summed answer log-probability log pi(y|x) per example;
 ``mean_nll`` is the per-example mean answer-token NLL (l-bar). Every loss returns a scalar mean
-over the batch.
+over the batch (``wga_loss``, which takes per-token NLLs and their mask, over the batch's answer
+tokens).
 """
 
 from __future__ import annotations
@@ -53,3 +54,16 @@ def masked_mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     per_token = ((hidden - target) ** 2).mean(-1)
     mask = mask.to(per_token.dtype)
     return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+
+
+def wga_loss(token_nll: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA: -sum_t w_t * ce_t / sum_t m_t over every answer token of the batch.
+
+    ``token_nll [batch, seq]`` holds ce_t = -log p_t per token and ``mask`` marks the answer
+    tokens (``metrics.primitives.token_nll``). The weight w_t = p_t^beta = exp(-beta * ce_t) is
+    detached, so the gradient is w_t * d(-ce_t). The mean is over tokens across the batch, not per
+    example; beta = 0 gives the token-mean gradient ascent.
+    """
+    mask = mask.to(token_nll.dtype)
+    weight = torch.exp(-beta * token_nll).detach()
+    return -(weight * token_nll * mask).sum() / mask.sum().clamp(min=1)

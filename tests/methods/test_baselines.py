@@ -11,6 +11,7 @@ from lunar_exp.methods.idkdpo import IdkDPO
 from lunar_exp.methods.npo import NPO
 from lunar_exp.methods.rmu import RMU
 from lunar_exp.methods.simnpo import SimNPO
+from lunar_exp.methods.wga import WGA
 
 FAST = TrainLoop(lr=1e-3, epochs=3, batch_size=2, weight_decay=0.0)
 
@@ -31,8 +32,9 @@ def forget_nll(chat, data):
         NPO(beta=0.1, loop=FAST),
         SimNPO(loop=FAST),
         IdkDPO(loop=FAST),
+        WGA(loop=FAST),
     ],
-    ids=["ga", "graddiff", "npo", "simnpo", "idkdpo"],
+    ids=["ga", "graddiff", "npo", "simnpo", "idkdpo", "wga"],
 )
 def test_forget_likelihood_falls(tiny_target, toy_data, method):
     tiny_chat = tiny_target
@@ -104,6 +106,8 @@ def test_bad_training_settings_are_clear_errors():
         (lambda: SimNPO(delta="x"), r"method.delta='x' is not a number"),
         (lambda: RMU(layer=2.5), r"method.layer=2.5 is not an integer"),
         (lambda: RMU(steering_coeff="big"), r"method.steering_coeff='big' is not a number"),
+        (lambda: WGA(beta=-1.0), r"method.beta=-1.0 is out of range. Fix: use a value >= 0"),
+        (lambda: WGA(alpha="x"), r"method.alpha='x' is not a number"),
     ],
 )
 def test_bad_loss_settings_fail_when_the_method_is_built(build, message):

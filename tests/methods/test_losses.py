@@ -62,3 +62,33 @@ def test_masked_mse_by_hand():
 
 def test_nll_loss_is_the_mean():
     assert L.nll_loss(torch.tensor([1.0, 2.0, 6.0])).item() == pytest.approx(3.0)
+
+
+def test_wga_by_hand():
+    # Two examples, L = ln 2. Example A has 2 answer tokens with p = 1/2, 1/4 (ce = L, 2L);
+    # example B has 1 answer token with p = 1/8 (ce = 3L) and a masked position holding junk 5.0.
+    # beta = 1: w = p = 1/2, 1/4, 1/8; w * ce = L/2, L/2, 3L/8.
+    #   token mean over the batch (3 tokens): -(L/2 + L/2 + 3L/8) / 3 = -11L/24
+    #   (a per-example mean would be -((L/2 + L/2)/2 + 3L/8) / 2 = -7L/16: different)
+    # beta = 0: w = 1: -(L + 2L + 3L) / 3 = -2L, GA's token mean (ga_loss's per-example
+    #   mean of the same tokens is -(1.5L + 3L) / 2 = -2.25L).
+    # beta = 2: w = 1/4, 1/16, 1/64; w * ce = L/4, L/8, 3L/64 -> -(27L/64) / 3 = -9L/64.
+    # Gradient at beta = 1 with the weight detached: d loss / d ce_t = -w_t / 3 on answer tokens,
+    #   i.e. [[-1/6, -1/12], [-1/24, 0]]; through the weight it would be -p_t (1 - ce_t) / 3.
+    ln2 = math.log(2.0)
+    mask = torch.tensor([[1, 1], [1, 0]], dtype=torch.bool)
+
+    def nll():
+        return torch.tensor([[ln2, 2 * ln2], [3 * ln2, 5.0]], requires_grad=True)
+
+    ce = nll()
+    loss = L.wga_loss(ce, mask, beta=1.0)
+    assert loss.item() == pytest.approx(-11 * ln2 / 24, rel=1e-6)
+    assert loss.item() != pytest.approx(-7 * ln2 / 16, rel=1e-3)
+    loss.backward()
+    assert ce.grad is not None
+    expected_grad = torch.tensor([[-1 / 6, -1 / 12], [-1 / 24, 0.0]])
+    torch.testing.assert_close(ce.grad, expected_grad, rtol=1e-6, atol=1e-7)
+
+    assert L.wga_loss(nll(), mask, beta=0.0).item() == pytest.approx(-2 * ln2, rel=1e-6)
+    assert L.wga_loss(nll(), mask, beta=2.0).item() == pytest.approx(-9 * ln2 / 64, rel=1e-6)
