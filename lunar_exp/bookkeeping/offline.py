@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
 from omegaconf import DictConfig
 
 from lunar_exp.benchmarks.common.corpora import is_hub_spec
@@ -15,11 +16,23 @@ def _is_hub_id(path: object) -> bool:
     return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).exists()
 
 
+def _in_local_hub_cache(repo_id: str) -> bool:
+    """Whether a hub model's config is in the local Hugging Face cache (``HF_HUB_CACHE``).
+
+    A compute node without internet runs from such a cache (``HF_HUB_OFFLINE=1``); transformers
+    then loads the model from it, so the run needs no hub access for the model.
+    """
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
 def hub_needs(cfg: DictConfig) -> list[str]:
-    """The settings of ``cfg`` that would download from the hub, each with its local fix."""
+    """The settings of ``cfg`` that would download from the hub, each with its local fix.
+
+    A hub model already in the local Hugging Face cache needs no download and is not listed.
+    """
     needs = []
     model_path = cfg.model.get("path")
-    if model_path and _is_hub_id(model_path):
+    if model_path and _is_hub_id(model_path) and not _in_local_hub_cache(str(model_path)):
         needs.append(f"model.path={model_path} is a hub id (fix: model.path=/local/model/dir)")
     bench = cfg.benchmark
     if "hub_id" in bench and not bench.get("path"):
