@@ -9,12 +9,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def method_options() -> list[str]:
-    """Every method of the registry (``conf/method/*.yaml``), LUNAR first."""
-    names = sorted(path.stem for path in (ROOT / "conf" / "method").glob("*.yaml"))
-    return sorted(names, key=lambda name: name != "lunar")
-
-
 def run_once(overrides: list[str], output_root: Path, log_file: Path | None = None) -> dict:
     """Run one experiment in a child process; return its metrics.json (raises on failure)."""
     before = set(output_root.rglob("metrics.json")) if output_root.exists() else set()

@@ -12,8 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _runs import ROOT, machine, method_options, run_once
+from _runs import ROOT, machine, run_once
 
+from lunar_exp.methods import method_options
 from lunar_exp.metrics.text import deviation_score
 
 KEYS = {

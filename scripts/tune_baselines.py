@@ -13,7 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _runs import ROOT, machine, method_options, run_once
+from _runs import ROOT, machine, run_once
+
+from lunar_exp.methods import method_options
 
 KEYS = [
     "deviation_score",

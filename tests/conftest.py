@@ -20,12 +20,6 @@ SHARED = ROOT.parent / "shared" / "benchdata"
 torch.set_num_threads(1)
 
 
-def method_options() -> list[str]:
-    """Every method of the registry (``conf/method/*.yaml``), LUNAR first."""
-    names = sorted(path.stem for path in (CONF / "method").glob("*.yaml"))
-    return sorted(names, key=lambda name: name != "lunar")
-
-
 def compose_config(overrides: list[str] | None = None, hydra_cfg: bool = False):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from lunar_exp.methods import build_method
+from lunar_exp.methods import build_method, method_options
 from lunar_exp.models import tiny_llama
 from lunar_exp.pipeline import seed_everything
-from tests.conftest import compose_config, method_options, toy_benchmark
+from tests.conftest import compose_config, toy_benchmark
 
 METHODS = method_options()
 

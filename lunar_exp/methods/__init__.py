@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from lunar_exp.interfaces import Method
+
+# The method config group: one file per method is the registry (the entry point's ``../conf``).
+METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "method"
 
 # Keys of a method config read by the pipeline, not passed to the method's constructor.
 PIPELINE_KEYS = ("requests",)
@@ -24,3 +29,9 @@ def build_method(node: DictConfig) -> Method:
             "Fix: point method._target_ at a class of lunar_exp.methods (see conf/method/)."
         )
     return method
+
+
+def method_options() -> list[str]:
+    """Every method of the registry (``conf/method/*.yaml``), LUNAR first."""
+    names = sorted(path.stem for path in METHOD_CONFIGS.glob("*.yaml"))
+    return sorted(names, key=lambda name: name != "lunar")

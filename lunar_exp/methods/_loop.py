@@ -188,3 +188,13 @@ def run_unlearning(
     if history:
         metrics.update({f"train/final_{k}": v for k, v in history[-1].items()})
     return UnlearnOutcome(metrics=metrics, info={"loss_history": history})
+
+
+def loop_setting() -> TrainLoop:
+    """The ``loop`` field every gradient baseline declares (``conf/train_loop/``, method.loop.*)."""
+    return setting(factory=TrainLoop, help="the training loop (method.loop.*).")
+
+
+def trainable_params_setting() -> str | None:
+    """The ``trainable_params`` field of the gradient baselines (all parameters by default)."""
+    return setting(None, help="regex over parameter names to train (None = all).")

@@ -8,7 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
-from lunar_exp.methods._loop import TrainLoop, _pad, answer_logprobs, encode_items, run_unlearning
+from lunar_exp.methods._loop import (
+    TrainLoop,
+    _pad,
+    answer_logprobs,
+    encode_items,
+    loop_setting,
+    run_unlearning,
+    trainable_params_setting,
+)
 from lunar_exp.methods._losses import ga_loss, nll_loss
 from lunar_exp.settings import setting, validate
 
@@ -19,10 +27,8 @@ class GradDiff:
 
     gamma: float = setting(1.0, ge=0, help="forget-term weight.")
     alpha: float = setting(1.0, ge=0, help="retain-term weight.")
-    loop: TrainLoop = setting(factory=TrainLoop, help="the training loop (method.loop.*).")
-    trainable_params: str | None = setting(
-        None, help="regex over parameter names to train (None = all)."
-    )
+    loop: TrainLoop = loop_setting()
+    trainable_params: str | None = trainable_params_setting()
 
     def __post_init__(self) -> None:
         validate(self, "method")

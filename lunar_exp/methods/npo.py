@@ -16,8 +16,10 @@ from lunar_exp.methods._loop import (
     _pad,
     answer_logprobs,
     encode_items,
+    loop_setting,
     reference_logprobs,
     run_unlearning,
+    trainable_params_setting,
 )
 from lunar_exp.methods._losses import nll_loss, npo_loss
 from lunar_exp.settings import setting, validate
@@ -30,10 +32,8 @@ class NPO:
     beta: float = setting(0.1, gt=0, help="inverse temperature of the preference loss.")
     gamma: float = setting(1.0, ge=0, help="forget-term weight.")
     alpha: float = setting(1.0, ge=0, help="retain-term weight.")
-    loop: TrainLoop = setting(factory=TrainLoop, help="the training loop (method.loop.*).")
-    trainable_params: str | None = setting(
-        None, help="regex over parameter names to train (None = all)."
-    )
+    loop: TrainLoop = loop_setting()
+    trainable_params: str | None = trainable_params_setting()
 
     def __post_init__(self) -> None:
         validate(self, "method")

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from tests.conftest import method_options, run_cli
+from lunar_exp.methods import method_options
+from tests.conftest import run_cli
 from tests.legacy_directions import assert_directions_as_before
 
 REQUIRED_KEYS = [
