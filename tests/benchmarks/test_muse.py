@@ -257,6 +257,21 @@ def test_privleak_reference_from_a_metrics_json(tiny_chat, monkeypatch, tmp_path
         privacy_bench(monkeypatch, retain_reference_auc=str(path))._file_reference()
 
 
+def test_privleak_reference_from_an_open_unlearning_muse_eval(tiny_chat, monkeypatch, tmp_path):
+    # open-unlearning's MUSE_EVAL.json of the retain model: privleak reads mia_min_k.agg_value
+    path = tmp_path / "MUSE_EVAL.json"
+    record = {
+        "mia_min_k": {"agg_value": 0.6, "auc": 0.6, "forget": {}, "holdout": {}},
+        "privleak": {"agg_value": 3.1},
+        "forget_knowmem_ROUGE": {"agg_value": 0.3},
+    }
+    path.write_text(json.dumps(record))
+    bench = privacy_bench(monkeypatch, retain_reference_auc=str(path))
+    assert bench._file_reference() == {"min_k_auc": 0.6, "source": str(path)}
+    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, bench._file_reference())
+    assert metrics["privleak"] == pytest.approx(-37.5)  # as with the number 0.6 given
+
+
 def test_privleak_reference_from_the_finetuned_retain_model(tiny_chat, monkeypatch):
     bench = privacy_bench(monkeypatch, retain_reference_auc="finetune")
     assert isinstance(bench, TrainsRetainModel) and bench.wants_retain_model()

@@ -206,3 +206,65 @@ def test_tofu_llama_template_renders_the_official_inst_format(tiny_chat):
     tok.chat_template = cfg.model.chat_template
     rendered = render_prompt(tok, "Who is X?", cfg.model.system_prompt)
     assert rendered == f"{tok.bos_token}[INST] Who is X? [/INST]"
+
+
+def open_unlearning_log(path, scores, min_k_auc=0.61):
+    """A TOFU_EVAL.json as open-unlearning's TOFU evaluator writes it (only the keys read here)."""
+    by_index = {str(i): {"score": score} for i, score in enumerate(scores)}
+    record = {
+        "forget_truth_ratio": {"agg_value": 0.7, "value_by_index": by_index},
+        "mia_min_k": {"agg_value": min_k_auc},
+        "model_utility": {"agg_value": 0.6},
+    }
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+@needs_shared()
+def test_an_open_unlearning_log_gives_the_forget_quality_of_the_same_lunar_exp_reference(
+    tmp_path, tiny_chat
+):
+    # forget01 has 40 items; the small benchmark scores the first author's 20
+    scores = [0.3 + 0.02 * i for i in range(40)]
+    ou = small_tofu(retain_reference=open_unlearning_log(tmp_path / "TOFU_EVAL.json", scores))
+    ours_path = tmp_path / "retain_reference.json"
+    ours_path.write_text(json.dumps({"forget_truth_ratio": scores[:20], "min_k_auc": 0.61}))
+    ours = small_tofu(retain_reference=str(ours_path))
+    ou_loaded, ours_loaded = ou.load(), ours.load()
+    assert ou_loaded.retain_reference["forget_truth_ratio"] == scores[:20]
+    ou_metrics = ou.evaluate(tiny_chat, ou_loaded.eval_sets, ou_loaded.retain_reference).metrics
+    ours_metrics = ours.evaluate(
+        tiny_chat, ours_loaded.eval_sets, ours_loaded.retain_reference
+    ).metrics
+    assert ou_metrics["forget_quality"] == pytest.approx(ours_metrics["forget_quality"])
+    assert ou_metrics["privleak/reference_auc"] == 0.61
+    assert ou_metrics["privleak"] == pytest.approx(ours_metrics["privleak"])
+
+
+@needs_shared()
+def test_an_open_unlearning_log_of_another_split_fails_naming_both_counts(tmp_path):
+    path = open_unlearning_log(tmp_path / "TOFU_EVAL.json", [0.5] * 30)
+    with pytest.raises(ValueError) as err:
+        small_tofu(retain_reference=path).load()
+    message = str(err.value)
+    assert "holds 30 forget truth ratios but benchmark.split=forget01 has 40 items" in message
+    assert "Fix:" in message and "\n" not in message
+
+
+def test_an_open_unlearning_log_with_a_gap_names_the_index(tmp_path):
+    path = tmp_path / "TOFU_EVAL.json"
+    open_unlearning_log(path, [0.5, 0.6, 0.7])
+    record = json.loads(path.read_text())
+    record["forget_truth_ratio"]["value_by_index"]["1"] = {"score": None}
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"lacks a score for index \[1\] of 0..2"):
+        read_reference(path)
+
+
+@needs_shared()
+def test_a_list_reference_of_another_size_is_said(tmp_path, caplog):
+    path = tmp_path / "retain_reference.json"
+    path.write_text(json.dumps({"forget_truth_ratio": [0.5] * 30}))
+    with caplog.at_level(logging.WARNING):
+        small_tofu(retain_reference=str(path)).load()
+    assert "compares the 20 scored forget items with the 30 truth ratios" in caplog.text

@@ -64,7 +64,10 @@ PRIVACY_DIRECTIONS: dict[str, bool | None] = {
 
 
 def read_reference_auc(path: Path) -> float:
-    """The retrained model's min-k AUC from a JSON file written by this project.
+    """The retrained model's min-k AUC from a JSON file.
+
+    Read from this project's files (:data:`REFERENCE_KEYS`) or open-unlearning's
+    ``MUSE_EVAL.json`` of the retain model (``mia_min_k.agg_value``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -85,9 +88,15 @@ def read_reference_auc(path: Path) -> float:
     for key in REFERENCE_KEYS:
         if isinstance(record, dict) and isinstance(record.get(key), int | float):
             return float(record[key])
+    # open-unlearning's MUSE_EVAL.json: {"mia_min_k": {"agg_value": AUC, ...}, ...}, the AUC with
+    # forget labelled 0 and holdout 1 on loss-like scores, as here (its privleak reads this key)
+    min_k = record.get("mia_min_k") if isinstance(record, dict) else None
+    if isinstance(min_k, dict) and isinstance(min_k.get("agg_value"), int | float):
+        return float(min_k["agg_value"])
     raise ValueError(
-        f"{path} holds none of {list(REFERENCE_KEYS)}. Fix: give the metrics.json of a run on the "
-        "retrained model (e.g. model.path=muse-bench/MUSE-news_retrain) or a number."
+        f"{path} holds none of {list(REFERENCE_KEYS)} nor open-unlearning's mia_min_k.agg_value. "
+        "Fix: give the metrics.json of a run on the retrained model (e.g. "
+        "model.path=muse-bench/MUSE-news_retrain), its MUSE_EVAL.json, or a number."
     )
 
 

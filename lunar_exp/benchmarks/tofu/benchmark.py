@@ -1,10 +1,11 @@
 """TOFU (Maini et al. 2024): fictitious authors, forget01/05/10, and its official evaluation.
 
 Forget quality needs the per-item forget truth ratios of a *retain model* (trained without the
-forget set). ``retain_reference`` gives them as a file (this project's ``retain_reference.json``
-or an official ``eval_log_aggregated.json``), or ``finetune`` lets the pipeline train that model
-with the run's own fine-tuning stage on the retain split (cached). Without either, forget quality
-is reported as missing (``null``) with a warning, never silently.
+forget set). ``retain_reference`` gives them as a file (this project's ``retain_reference.json``,
+open-unlearning's ``TOFU_EVAL.json`` or an official ``eval_log_aggregated.json``), or
+``finetune`` lets the pipeline train that model with the run's own fine-tuning stage on the
+retain split (cached). Without either, forget quality is reported as missing (``null``) with a
+warning, never silently.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from lunar_exp.settings import setting, validate
 log = logging.getLogger(__name__)
 
 FINETUNE_REFERENCE = "finetune"
+# The ``format`` of a reference read from open-unlearning's TOFU_EVAL.json.
+OPEN_UNLEARNING_FORMAT = "open-unlearning TOFU_EVAL.json"
 # Directions of the suite's metrics beyond the per-split ones (tofu_eval declares those).
 SUITE_DIRECTIONS: dict[str, bool | None] = {
     "forget_quality": True,
@@ -126,7 +129,8 @@ class TofuBenchmark:
         """
         source = TofuSource(self.path, self.hub_id)
         retain_split, holdout_split = SPLITS[self.split]
-        forget = first_authors(self._forget_items(source), self.forget_authors)
+        split_items = self._forget_items(source)
+        forget = first_authors(split_items, self.forget_authors)
         retain = first_authors(to_items(source.records(retain_split)), self.retain_authors)
         known = {it.question for it in retain}
         retain_eval = [
@@ -154,7 +158,8 @@ class TofuBenchmark:
             *self._unknown_questions(),
         )
         generation = Generation(self.max_new_tokens, self.eval_batch_size)
-        return BenchmarkData(data, eval_sets, generation, self._file_reference())
+        reference = self._file_reference(len(split_items), len(forget))
+        return BenchmarkData(data, eval_sets, generation, reference)
 
     def _forget_items(self, source: TofuSource) -> list[tofu_eval.TofuItem]:
         plain = source.records(self.split)
@@ -199,10 +204,36 @@ class TofuBenchmark:
             ),
         }
 
-    def _file_reference(self) -> dict | None:
+    def _file_reference(self, n_split: int, n_scored: int) -> dict | None:
+        """The retain reference file's record, its truth ratios aligned with the scored items.
+
+        An open-unlearning ``TOFU_EVAL.json`` holds one truth ratio per index of the whole split:
+        its count must be the split's, and the run's items (the split's first ``n_scored``) take
+        theirs by index. The other formats hold a list; a count different from the scored items'
+        is allowed (the KS test compares two samples) but said.
+        """
         if self.retain_reference in (None, FINETUNE_REFERENCE):
             return None
-        return read_reference(Path(self.retain_reference))
+        path = Path(self.retain_reference)
+        record = read_reference(path)
+        ratios = record["forget_truth_ratio"]
+        if record.get("format") == OPEN_UNLEARNING_FORMAT:
+            if len(ratios) != n_split:
+                raise ValueError(
+                    f"{path} holds {len(ratios)} forget truth ratios but benchmark.split="
+                    f"{self.split} has {n_split} items. Fix: use the retain model's "
+                    f"TOFU_EVAL.json evaluated on {self.split} (open-unlearning forget_split)."
+                )
+            return {**record, "forget_truth_ratio": ratios[:n_scored]}
+        if len(ratios) != n_scored:
+            log.warning(
+                "Forget quality compares the %d scored forget items with the %d truth ratios "
+                "of %s (a two-sample KS test; the counts differ)",
+                n_scored,
+                len(ratios),
+                path,
+            )
+        return record
 
     # ----- evaluation -------------------------------------------------------------------------
 
@@ -283,13 +314,24 @@ class TofuBenchmark:
 
 
 def read_reference(path: Path) -> dict:
-    """Read a retain-model reference: this project's JSON or an official TOFU eval log."""
+    """Read a retain-model reference file.
+
+    Three formats: this project's ``retain_reference.json`` (a list under
+    ``forget_truth_ratio``), open-unlearning's ``TOFU_EVAL.json`` (``forget_truth_ratio`` holds
+    ``{"agg_value", "value_by_index": {"0": {"score": ...}, ...}}``; ``mia_min_k.agg_value`` is
+    the min-k AUC) and the original TOFU ``eval_log_aggregated.json``. All three hold TOFU's
+    truth ratio P(perturbed)/P(paraphrased) per item (open-unlearning's ``forget_Truth_Ratio``
+    with the ``closer_to_1_better`` aggregator, also after its late-2025 change, which only
+    gave the ``prob_mean`` aggregator the new definition correct/(correct+wrong)).
+    """
     if not path.is_file():
         raise FileNotFoundError(
             f"Retain reference {path} not found. Fix: set benchmark.retain_reference to an "
             "existing file, to 'finetune', or to null."
         )
     record = json.loads(path.read_text())
+    if isinstance(record.get("forget_truth_ratio"), dict):
+        return _open_unlearning_reference(record, path)
     if "forget_truth_ratio" in record:
         return record
     if "eval_log_forget.json" in record:
@@ -300,6 +342,31 @@ def read_reference(path: Path) -> dict:
         "official TOFU eval_log_aggregated.json (key eval_log_forget.json). Fix: point "
         "benchmark.retain_reference at one of those."
     )
+
+
+def _open_unlearning_reference(record: dict, path: Path) -> dict:
+    """Truth ratios by index (0..n-1, each present) and min-k AUC of a TOFU_EVAL.json."""
+    by_index = record["forget_truth_ratio"].get("value_by_index")
+    if not isinstance(by_index, dict) or not by_index:
+        raise ValueError(
+            f"{path}: forget_truth_ratio has no value_by_index. Fix: give the retain model's "
+            "TOFU_EVAL.json written by open-unlearning's TOFU evaluator."
+        )
+    scores = {int(index): entry.get("score") for index, entry in by_index.items()}
+    missing = [i for i in range(len(scores)) if scores.get(i) is None]
+    if missing:
+        raise ValueError(
+            f"{path}: forget_truth_ratio.value_by_index lacks a score for index {missing[:5]} "
+            f"of 0..{len(scores) - 1}. Fix: evaluate the retain model on the whole forget split."
+        )
+    out: dict[str, Any] = {
+        "format": OPEN_UNLEARNING_FORMAT,
+        "forget_truth_ratio": [float(scores[i]) for i in range(len(scores))],
+    }
+    min_k = record.get("mia_min_k")
+    if isinstance(min_k, dict) and isinstance(min_k.get("agg_value"), int | float):
+        out["min_k_auc"] = float(min_k["agg_value"])
+    return out
 
 
 def _limit(items: list, count: int | None) -> list:
