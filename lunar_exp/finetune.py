@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
+from lunar_exp import distributed
 from lunar_exp.bookkeeping import cache
 from lunar_exp.interfaces import ChatModel, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
@@ -73,12 +74,17 @@ class FineTune:
     def run(
         self, chat: ChatModel, data: UnlearnData, model_key: dict, role: str = "target model"
     ) -> FinetuneReport:
-        """Replace ``chat.model`` by the cached target model, training it first if needed."""
+        """Replace ``chat.model`` by the cached target model, training it first if needed.
+
+        With several ranks every rank trains its shard and ends with the full model; rank 0
+        writes the cache entry and the others wait for it (``cache.write_entry``).
+        """
         if not self.enabled:
             return FinetuneReport(cached=False, seconds=0.0, path="", losses=[])
         start = time.perf_counter()
         entry = self.entry(model_key, data)
-        meta = cache.read_entry(entry)
+        # Rank 0 decides hit or miss for every rank: a miss trains on all of them (sharded).
+        meta = distributed.agree(cache.read_entry(entry) if distributed.is_main() else None)
         if meta is not None:
             log.info("%s loaded from cache %s", role.capitalize(), entry)
             self._load(chat, entry)

@@ -77,29 +77,36 @@ def _load_gguf(
 
 
 def _load_dir(
-    path: str, dtype: torch.dtype, trust_remote_code: bool, safetensors_only: bool = False
+    path: str,
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    safetensors_only: bool = False,
+    device_map: str | None = None,
 ):
     """Load a hub id or local directory; safetensors weights are always preferred.
 
     ``use_safetensors=None`` takes ``model.safetensors`` whenever the checkpoint has one and
     falls back to ``pytorch_model.bin`` only for checkpoints without it, and then through
     ``torch.load(weights_only=True)`` (no arbitrary unpickling). The project's own cache entries
-    are safetensors only (``safetensors_only=True``).
+    are safetensors only (``safetensors_only=True``). ``device_map`` (e.g. ``auto``) lets
+    accelerate place the layers over every visible GPU (and the CPU) while loading.
     """
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    extra = {} if device_map is None else {"device_map": device_map}
     model = AutoModelForCausalLM.from_pretrained(
         path,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         use_safetensors=True if safetensors_only else None,
         weights_only=True,
+        **extra,
     )
     return model, tokenizer
 
 
-def _hub_or_dir(path: str, dtype: torch.dtype, trust_remote_code: bool):
+def _hub_or_dir(path: str, dtype: torch.dtype, trust_remote_code: bool, device_map: str | None):
     if os.path.isdir(path):
-        return _load_dir(path, dtype, trust_remote_code)
+        return _load_dir(path, dtype, trust_remote_code, device_map=device_map)
     if not _looks_like_hub_id(path):
         raise FileNotFoundError(
             f"model.path={path!r} does not exist. Fix: point model.path at a local model "
@@ -112,7 +119,7 @@ def _hub_or_dir(path: str, dtype: torch.dtype, trust_remote_code: bool):
             "(or HF_HOME to that cache)."
         )
     try:
-        return _load_dir(path, dtype, trust_remote_code)
+        return _load_dir(path, dtype, trust_remote_code, device_map=device_map)
     except OSError as err:
         raise FileNotFoundError(
             f"Could not load model {path!r} from the Hugging Face hub ({err.__class__.__name__}). "
@@ -133,6 +140,23 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def hub_dataset_cached(repo_id: str, config: str | None = None) -> bool:
+    """Whether ``datasets`` can load hub dataset ``repo_id`` (one ``config`` or any) offline.
+
+    With ``HF_HUB_OFFLINE=1`` (or ``HF_DATASETS_OFFLINE=1``) ``datasets.load_dataset(repo_id,
+    config)`` reads the prepared copy a previous online load left in ``HF_DATASETS_CACHE``:
+    ``<namespace>___<name>/<config>/<version>/<hash>/dataset_info.json`` plus Arrow files
+    (``datasets.load.CachedDatasetModuleFactory``); this checks for that copy.
+    """
+    import datasets.config
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, _, name = repo_id.rpartition("/")
+    root = Path(datasets.config.HF_DATASETS_CACHE).expanduser()
+    root /= f"{namespace}___{camelcase_to_snakecase(name)}" if namespace else name
+    return any(root.glob(f"{config or '*'}/*/*/dataset_info.json"))
+
+
 def _looks_like_hub_id(path: str) -> bool:
     return path.count("/") == 1 and not path.startswith((".", "/", "~"))
 
@@ -148,6 +172,7 @@ def load_pretrained(
     cache_dir: str = ".cache",
     device: str = "auto",
     chat_template: str | None = None,
+    device_map: str | None = None,
 ) -> ChatModel:
     """Load a chat model from a package-shipped GGUF, a local directory or a hub id.
 
@@ -160,15 +185,25 @@ def load_pretrained(
         dtype: float32, bfloat16 or float16 (float32 on CPU: bf16 is ~7x slower there).
         trust_remote_code: run model code from the hub; off unless asked.
         cache_dir: where converted copies are cached.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda`` (``cuda:N``); ``cuda`` on a
+            machine without CUDA fails at once, before any weights are read.
         chat_template: a Jinja chat template for tokenizers that ship none (base models used
             with chat-style benchmarks); plain-text benchmarks need no template.
+        device_map: passed to ``from_pretrained`` for hub ids and local directories (``auto``:
+            spread a model larger than one GPU over every visible GPU, for inference-only work);
+            null (default) loads on the CPU and moves the model to ``device``.
     """
     torch_dtype = _dtype(dtype)
+    device = resolve_device(device)
+    if device_map is not None and (path is None or str(path).endswith(".gguf")):
+        raise ValueError(
+            f"model.device_map={device_map!r} works only for a hub id or local model directory. "
+            "Fix: set model.path to one, or model.device_map=null."
+        )
     if path is not None and str(path).endswith(".gguf"):
         model, tokenizer = _load_gguf(Path(path), torch_dtype, Path(cache_dir))
     elif path is not None:
-        model, tokenizer = _hub_or_dir(str(path), torch_dtype, trust_remote_code)
+        model, tokenizer = _hub_or_dir(str(path), torch_dtype, trust_remote_code, device_map)
     elif package is not None:
         model, tokenizer = _load_gguf(
             packaged_file(package, gguf_file or ""), torch_dtype, Path(cache_dir)
@@ -177,16 +212,57 @@ def load_pretrained(
         raise ValueError("The model config needs model.path or model.package. Fix: set model.path.")
     if chat_template:
         tokenizer.chat_template = chat_template
-    return _finish(model, tokenizer, system_prompt, name, device)
+    placed = device_map is not None  # accelerate already put every layer where it runs
+    return _finish(model, tokenizer, system_prompt, name, device, placed=placed)
 
 
-def _finish(model, tokenizer, system_prompt: str | None, name: str, device: str) -> ChatModel:
+# Above this many parameters a model is GPU-sized: on a CPU a run takes hours and its bf16
+# weights alone fill the host memory of a default SLURM job (2e9 x 2 bytes = 4 GB).
+GPU_SIZED_PARAMETERS = 2_000_000_000
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` or ``cpu``; ``cuda`` without CUDA is refused with the fix."""
+    if device == "auto":
+        return "auto"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"model.device={device} but CUDA is not available on this machine (no GPU visible, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}, "
+            f"torch {torch.__version__}). Fix: run on a GPU node (e.g. hydra/launcher=slurm_gpu) "
+            "or set model.device=cpu."
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"model.device={device!r} is not auto, cpu or cuda. Fix: use one of them.")
+    return device
+
+
+def _warn_if_gpu_sized_on_cpu(model, name: str) -> None:
+    n_params = sum(p.numel() for p in model.parameters())
+    if n_params > GPU_SIZED_PARAMETERS:
+        log.warning(
+            "model.device=auto found no CUDA: running %s (%.1fB parameters) on the CPU will take "
+            "hours and needs ~%.0f GB of RAM. Use a GPU node (hydra/launcher=slurm_gpu or "
+            "local_gpu), or set model.device=cpu to run it here on purpose.",
+            name,
+            n_params / 1e9,
+            sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9,
+        )
+
+
+def _finish(
+    model, tokenizer, system_prompt: str | None, name: str, device: str, placed: bool = False
+) -> ChatModel:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device).eval()
+        if device == "cpu":
+            _warn_if_gpu_sized_on_cpu(model, name)
+    if not placed:
+        model.to(device)
+    model.eval()
     return ChatModel(model, tokenizer, system_prompt, name)
 
 
@@ -219,6 +295,7 @@ def tiny_llama(
         eos_token_id=special_id(tokenizer.eos_token_id),
         pad_token_id=special_id(tokenizer.pad_token_id),
     )
+    device = resolve_device(device)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import retain_reference, sequential
+from lunar_exp import distributed, retain_reference, sequential
 from lunar_exp.attacks._common import AttackTarget, no_control
 from lunar_exp.attacks.runner import AttackResults, check_attacks, run_attacks
 from lunar_exp.bookkeeping import cache, outputs, resume
@@ -62,7 +62,7 @@ def model_cache_key(cfg: DictConfig) -> dict:
     """The part of the model config that determines the weights (not device or cache paths)."""
     node = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(node, dict), "the model config is a mapping"
-    return {k: v for k, v in node.items() if k not in ("device", "cache_dir", "name")}
+    return {k: v for k, v in node.items() if k not in ("device", "device_map", "cache_dir", "name")}
 
 
 @dataclass(kw_only=True)
@@ -77,17 +77,24 @@ class RunSettings:
 
 
 def run(cfg: DictConfig) -> dict[str, object]:
-    """Run one experiment and return its metrics (also written to ``metrics.json``)."""
+    """Run one experiment and return its metrics (also written to ``metrics.json``).
+
+    Launched as several processes (torchrun, accelerate launch, SLURM tasks), every rank runs it
+    (``lunar_exp.distributed``): training is sharded, everything else is computed on every rank,
+    and rank 0 alone writes the run dir, the caches and the logger, in rank 0's run dir.
+    """
     RunSettings(seed=cfg.seed, threads=cfg.threads)
+    distributed.init_from_env()
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if (done := resume.completed_run(cfg, run_dir)) is not None:
+    run_dir = Path(distributed.agree(HydraConfig.get().runtime.output_dir))
+    done = distributed.agree(resume.completed_run(cfg, run_dir))
+    if done is not None:
         log.info("Run already complete: %s (resume=true); skipping", run_dir)
         return done
     outputs.retire_previous_metrics(run_dir)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    logger = instantiate(cfg.logger) if cfg.get("logger") and distributed.is_main() else None
     with logging_run(logger):  # closes the logger, with a failure code when the run raises
         if logger:
             logger.log_config(OmegaConf.to_container(cfg, resolve=True))
@@ -177,6 +184,8 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "data/n_forget": len(run.eval_data.forget),
         "data/n_retain": len(run.eval_data.retain),
+        "dist/world_size": distributed.world_size(),
+        "dist/strategy": distributed.strategy(),
     }
     metrics.update(bookkeeping)
     directions.update(dict.fromkeys(bookkeeping))
@@ -184,8 +193,9 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
     resume.write_run_config(run_dir, cfg)
     outputs.write_json_atomic(run_dir / DIRECTIONS_FILE, directions)
     outputs.write_json_atomic(run_dir / outputs.METRICS_FILE, metrics)
-    table = outputs.summary_table(before.metrics, after.metrics, after.directions)
-    print(f"\n{table}\nrun dir: {run_dir}")
+    if distributed.is_main():
+        table = outputs.summary_table(before.metrics, after.metrics, after.directions)
+        print(f"\n{table}\nrun dir: {run_dir}")
     return metrics, directions
 
 
@@ -250,7 +260,8 @@ def _unlearn(
         run.eval_sets,
         run.reference,
     )
-    sequential.plot_curve(seq.curve, run.run_dir / "sequential.png")
+    if distributed.is_main():
+        sequential.plot_curve(seq.curve, run.run_dir / "sequential.png")
     return seq.outcome, seq
 
 
@@ -265,7 +276,7 @@ def _timed(run: _Stages, stage: str) -> Iterator[None]:
 
 def _write_artifacts(run: _Stages, before, after, outcome, attacks: AttackResults) -> None:
     """Generations, the method's tensors and info, attack records and (optionally) the model."""
-    if run.cfg.save_model:
+    if run.cfg.save_model and distributed.is_main():
         run.chat.model.save_pretrained(run.run_dir / "unlearned_model", safe_serialization=True)
         run.chat.tokenizer.save_pretrained(run.run_dir / "unlearned_model")
     outputs.write_generations(run.run_dir / "generations.jsonl", before, after)

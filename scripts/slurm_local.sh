@@ -117,7 +117,7 @@ db_password() {
 
 slurm_conf() {
     local cpus mem_mb real defmem
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc obeys OMP_NUM_THREADS
     mem_mb=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
     real=$((mem_mb * 9 / 10))
     defmem=$((real / cpus < 1024 ? real / cpus : 1024))

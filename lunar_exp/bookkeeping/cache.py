@@ -5,7 +5,8 @@ with ``entry.json`` recording the size and SHA-256 of every file. Loading re-che
 hashes (0.5 s for a 538 MB model), so neither a run killed mid-write nor a file damaged later
 (truncated, or bytes changed at the same size) is ever loaded: the entry is removed and rebuilt.
 The temporary directory names its writer (host and pid); a later write of the same entry removes
-the leftovers of writers on this host that no longer run.
+the leftovers of writers on this host that no longer run. In a multi-process run rank 0 alone
+writes an entry; the other ranks wait until it is complete (``write_entry``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+from lunar_exp import distributed
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "entry.json"
+# How long a non-main rank waits for rank 0 to write an entry (a 7B model: minutes), and how often
+# it looks.
+WAIT_SECONDS, POLL_SECONDS = 4 * 3600.0, 1.0
 
 
 def config_key(*parts: object) -> str:
@@ -40,7 +47,14 @@ def _sha256(path: Path) -> str:
 
 
 def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, object]) -> None:
-    """Create cache entry ``target`` by letting ``fill`` write into a temporary directory."""
+    """Create cache entry ``target`` by letting ``fill`` write into a temporary directory.
+
+    On a non-main rank of a multi-process run nothing is written: the call returns once rank 0's
+    entry is complete (the ranks share the cache directory).
+    """
+    if not distributed.is_main():
+        _wait_for_entry(target)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_writers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer()}.", dir=target.parent))
@@ -58,6 +72,19 @@ def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, obje
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_for_entry(target: Path) -> None:
+    """Block until ``target`` is a complete entry (written by rank 0), or fail after a while."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (target / MANIFEST).is_file():
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(
+                f"Rank {distributed.rank()} waited {WAIT_SECONDS:.0f} s for rank 0 to write the "
+                f"cache entry {target}. Fix: give every rank the same paths.cache_dir on a "
+                "shared filesystem, and check rank 0's log for its failure."
+            )
+        time.sleep(POLL_SECONDS)
 
 
 def read_entry(target: Path, verify_hashes: bool = True) -> dict[str, object] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
+import traceback
 
 from hydra.errors import InstantiationException
 from omegaconf.errors import OmegaConfBaseException
@@ -59,6 +61,30 @@ def report_failure(err: Exception, multirun: bool, run_dir: str = "") -> None:
         raise JobFailed(message) from (None if user else err)
     if user:
         sys.exit(2)
+
+
+def release_failed_run(err: BaseException) -> None:
+    """Free what a failed run still holds, so the next job of a sequential sweep has the memory.
+
+    The exception's traceback keeps every frame of the failed run alive, and with them its
+    locals: the model, the optimizer and its states, activations. Hydra's basic launcher keeps
+    the exception (in the job's result) until the sweep ends, so after one out-of-memory failure
+    every later job on that GPU would fail too. This clears the locals of every frame of ``err``
+    and of the exceptions chained to it (the traceback text stays printable), collects the
+    reference cycles and returns the CUDA allocator's cached blocks to the driver.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def summarize_failed_jobs() -> None:

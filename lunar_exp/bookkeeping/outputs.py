@@ -1,17 +1,38 @@
-"""Run outputs: atomic metrics.json, generations.jsonl, LUNAR artifacts, the before/after table."""
+"""Run outputs: atomic metrics.json, generations.jsonl, LUNAR artifacts, the before/after table.
+
+In a multi-process run (``lunar_exp.distributed``) every rank computes the same results and rank
+0 alone writes them: the writers here do nothing on the other ranks.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import ParamSpec
 
 import torch
 from safetensors.torch import save_file
 
+from lunar_exp import distributed
 from lunar_exp.interfaces import EvalResult, UnlearnOutcome
+
+P = ParamSpec("P")
+
+
+def main_rank_only(write: Callable[P, None]) -> Callable[P, None]:
+    """``write`` runs on rank 0 (and in a single process) only; other ranks skip it."""
+
+    @functools.wraps(write)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        if distributed.is_main():
+            write(*args, **kwargs)
+
+    return wrapper
+
 
 METRICS_FILE = "metrics.json"
 
@@ -26,6 +47,7 @@ SUMMARY_ROWS = [
 ]
 
 
+@main_rank_only
 def write_json_atomic(path: Path, payload: Mapping[str, object]) -> None:
     """Write JSON to ``path`` through a temporary file and an atomic rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -40,6 +62,7 @@ def write_json_atomic(path: Path, payload: Mapping[str, object]) -> None:
             os.unlink(tmp)
 
 
+@main_rank_only
 def retire_previous_metrics(run_dir: Path) -> None:
     """Move an earlier run's metrics.json aside.
 
@@ -53,6 +76,7 @@ def retire_previous_metrics(run_dir: Path) -> None:
 IDENTITY_FIELDS = ("split", "edge", "question", "ground_truth")
 
 
+@main_rank_only
 def write_generations(path: Path, before: EvalResult, after: EvalResult) -> None:
     """One JSON line per evaluated item: its identity, then each score before and after.
 
@@ -70,6 +94,7 @@ def write_generations(path: Path, before: EvalResult, after: EvalResult) -> None
                 handle.write(json.dumps(row) + "\n")
 
 
+@main_rank_only
 def write_unlearn_artifacts(run_dir: Path, outcome: UnlearnOutcome) -> None:
     """Save a method's tensors (LUNAR's unlearning vectors) and info (chosen layers, sweep)."""
     if outcome.tensors:
@@ -111,6 +136,7 @@ def summary_table(
     return "\n".join(lines)
 
 
+@main_rank_only
 def write_attack_outputs(
     run_dir: Path, records: Mapping[str, list[dict[str, object]]], info: Mapping[str, object]
 ) -> None:

@@ -121,6 +121,8 @@ class RowSource:
 class RowBatch:
     """Rows of one layer from one forward pass: inputs x, outputs y = W0 x, and the shift mask.
 
+    ``inputs`` and ``outputs`` stay where the model computed them, in its dtype (no host copy:
+    the regression sums are accumulated on the model's device); ``shifted`` is a CPU mask.
     ``read`` holds the block's output at each sequence's ``read_at`` position (float64,
     ``[sequences, d_model]``), or None when the source reads nothing. ``weight`` is how many
     sequences share these rows (the shared prefix is computed once and counts once per sequence).
@@ -186,8 +188,8 @@ def iter_rows(
                 x, y = store[layer]
                 yield RowBatch(
                     layer,
-                    x[real.to(x.device)].float().cpu(),
-                    y[real.to(y.device)].float().cpu(),
+                    x[real.to(x.device)],
+                    y[real.to(y.device)],
                     shifted[real],
                     _read(blocks.get(layer), batch_lengths, read_at, index),
                 )
@@ -200,7 +202,8 @@ class SharedPrefix:
     Attributes:
         length: how many tokens.
         cache: their keys and values up to the deepest layer read (batch 1).
-        rows: per layer, their down_proj inputs and outputs (float32, ``[length, d]``).
+        rows: per layer, their down_proj inputs and outputs (``[length, d]``, in the model's
+            dtype, on its device).
     """
 
     length: int
@@ -218,7 +221,7 @@ def run_shared_prefix(
         return None
     with capture_down_proj(model, layers) as store:
         cache = prefix_cache(model, sources[0].sequences[0][:length], max(layers))
-        rows = {layer: tuple(t[0].float().cpu() for t in store[layer]) for layer in layers}
+        rows = {layer: (store[layer][0][0], store[layer][1][0]) for layer in layers}
     return SharedPrefix(length, cache, rows)
 
 

@@ -3,13 +3,16 @@
 For one layer, rows x_t (down_proj inputs) with targets y_t = W0 x_t + c*r*m_t (m_t = 1 on shifted
 rows) and the loss sum_t ||(W0 + D) x_t - y_t||^2 + lam ||D||_F^2, the minimiser is the rank-1 edit
 D = c*r*v^T with v = (X X^T + lam I)^-1 X m: a ridge regression of the shift mask on the inputs.
-``RidgeAccumulator`` streams X X^T and X m in float64, so no row is ever stored.
+``RidgeAccumulator`` streams X X^T and X m on the rows' device (the model's) in float64 (or
+float32, ``method.gram_dtype``), so no row is ever stored or copied to the host.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -18,11 +21,24 @@ from tqdm.auto import tqdm
 from lunar_exp.bookkeeping.loggers import log_train_step
 
 
+@contextmanager
+def exact_float32_matmul() -> Iterator[None]:
+    """Float32 matrix products in full float32 (no TF32 on CUDA) inside the ``with`` body."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 @dataclass
 class RidgeAccumulator:
-    """Streaming sufficient statistics of one layer's regression (float64)."""
+    """Streaming sufficient statistics of one layer's regression, on ``device`` in ``dtype``."""
 
     dim: int
+    device: torch.device | str = "cpu"
+    dtype: torch.dtype = torch.float64
     gram_shifted: torch.Tensor = field(init=False)
     gram_pinned: torch.Tensor = field(init=False)
     sum_shifted: torch.Tensor = field(init=False)
@@ -30,16 +46,25 @@ class RidgeAccumulator:
     n_pinned: int = 0
 
     def __post_init__(self) -> None:
-        self.gram_shifted = torch.zeros(self.dim, self.dim, dtype=torch.float64)
-        self.gram_pinned = torch.zeros(self.dim, self.dim, dtype=torch.float64)
-        self.sum_shifted = torch.zeros(self.dim, dtype=torch.float64)
+        place = {"dtype": self.dtype, "device": self.device}
+        self.gram_shifted = torch.zeros(self.dim, self.dim, **place)
+        self.gram_pinned = torch.zeros(self.dim, self.dim, **place)
+        self.sum_shifted = torch.zeros(self.dim, **place)
 
     def add(self, inputs: torch.Tensor, shifted: torch.Tensor, weight: int = 1) -> None:
-        """Add rows ``inputs [n, dim]`` with boolean ``shifted [n]``, each ``weight`` times."""
-        x = inputs.double()
-        xs, xp = x[shifted], x[~shifted]
-        self.gram_shifted += weight * (xs.T @ xs)
-        self.gram_pinned += weight * (xp.T @ xp)
+        """Add rows ``inputs [n, dim]`` with boolean ``shifted [n]``, each ``weight`` times.
+
+        The rows are cast to the accumulator's dtype where they are (a copy to another device
+        happens only when the accumulator was put elsewhere); the mask is split into row indices
+        on the host, so no data-dependent indexing runs on the device.
+        """
+        x = inputs.to(device=self.gram_pinned.device, dtype=self.dtype)
+        mask = shifted.to("cpu", torch.bool)
+        xs = x.index_select(0, mask.nonzero().squeeze(1).to(x.device))
+        xp = x.index_select(0, (~mask).nonzero().squeeze(1).to(x.device))
+        with exact_float32_matmul():
+            self.gram_shifted += weight * (xs.T @ xs)
+            self.gram_pinned += weight * (xp.T @ xp)
         self.sum_shifted += weight * xs.sum(0)
         self.n_shifted += weight * len(xs)
         self.n_pinned += weight * len(xp)
@@ -57,25 +82,36 @@ def solve_ridge(acc: RidgeAccumulator, ridge: float, shifted_weight: float) -> t
             "Fix: use method.perturb_positions=all or check the forget prompts."
         )
     gram = shifted_weight * acc.gram_shifted + acc.gram_pinned
-    lam = ridge * float(torch.trace(gram)) / acc.dim
-    system = gram + lam * torch.eye(acc.dim, dtype=torch.float64)
+    lam = ridge * torch.trace(gram) / acc.dim  # a tensor: no host round trip
+    system = gram + lam * torch.eye(acc.dim, dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(system, shifted_weight * acc.sum_shifted)
 
 
-def fit_report(acc: RidgeAccumulator, v: torch.Tensor) -> dict[str, float]:
-    """How much of the shift the edit delivers.
+def fit_report(acc: RidgeAccumulator, delta: torch.Tensor, shift: torch.Tensor) -> dict[str, float]:
+    """How much of the shift ``shift`` (= c*r) the edit ``delta`` (``[d_model, d_ff]``) delivers.
 
-    ``fit_shifted`` is the mean v.x on shifted rows (1 = all of c*r); ``leak_pinned_rms`` the
-    root-mean-square v.x on pinned rows (0 = pinned outputs untouched).
+    Pass the edit as delivered (what the weights hold after writing), not as solved.
+    ``fit_shifted`` is the mean share of ``shift`` that shifted rows move by along it (1 = all of
+    c*r); ``leak_pinned_rms`` the root-mean-square norm of ``delta x`` on pinned rows relative to
+    ``|shift|`` (0 = pinned outputs untouched). For a rank-1 edit ``shift v^T`` they are the mean
+    ``v.x`` on shifted rows and the RMS ``v.x`` on pinned rows; for any other edit (AdamW's,
+    or a rank-1 edit after rounding) the leak also counts the output change orthogonal to r.
     """
-    fit = float(v @ acc.sum_shifted) / max(acc.n_shifted, 1)
-    leak = math.sqrt(max(float(v @ acc.gram_pinned @ v), 0.0) / max(acc.n_pinned, 1))
-    return {
-        "fit_shifted": fit,
-        "leak_pinned_rms": leak,
-        "rows_shifted": float(acc.n_shifted),
-        "rows_pinned": float(acc.n_pinned),
-    }
+    d = delta.to(device=acc.gram_pinned.device, dtype=acc.dtype)
+    s = shift.to(d)
+    norm_sq = float(s @ s)
+    if norm_sq == 0.0:
+        return {"fit_shifted": 0.0, "leak_pinned_rms": 0.0, **_row_counts(acc)}
+    implied_v = d.T @ s / norm_sq  # the v of the rank-1 edit s v^T closest to d
+    fit = float(implied_v @ acc.sum_shifted) / max(acc.n_shifted, 1)
+    with exact_float32_matmul():
+        pinned_sq = float(((d @ acc.gram_pinned) * d).sum()) / norm_sq  # sum_t |d x_t|^2 / |s|^2
+    leak = math.sqrt(max(pinned_sq, 0.0) / max(acc.n_pinned, 1))
+    return {"fit_shifted": fit, "leak_pinned_rms": leak, **_row_counts(acc)}
+
+
+def _row_counts(acc: RidgeAccumulator) -> dict[str, float]:
+    return {"rows_shifted": float(acc.n_shifted), "rows_pinned": float(acc.n_pinned)}
 
 
 def fit_adamw(

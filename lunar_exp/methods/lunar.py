@@ -11,6 +11,10 @@ options decide whether it works on a given model (docs/lunar_recipe.md has the e
 ``pin_retain_answers`` pins the retain answers' positions, and ``pin_abstentions`` pins the
 reference prompts with their abstention answers so redirected answers stay coherent.
 ``perturb_positions=all pin_retain_answers=false pin_abstentions=false`` is the paper's recipe.
+
+The regression sums and the solve run on the model's device in ``gram_dtype``; the edit is
+written in the weight's dtype and checked against the solved one (``lunar/edit_rel_error``), with
+a float32 copy of the projection when rounding would spoil it (docs/lunar.md).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from lunar_exp.methods._activations import (
     run_shared_prefix,
 )
 from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
+from lunar_exp.methods._lunar_edit import WrittenEdit, relative_error, write_edit
 from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, shared_prefix_length
@@ -115,6 +120,18 @@ class LUNAR:
         10, gt=0, help="forget and retain questions generated per candidate layer."
     )
     seed: int = setting(0, help="seed for the AdamW row order.")
+    gram_dtype: Literal["float64", "float32"] = setting(
+        "float64",
+        help="dtype of the Gram sums and the closed-form solve, on the model's device; float32 "
+        "is faster on GPUs with slow float64 but loses accuracy when the system is "
+        "ill-conditioned (docs/lunar.md), and is the one choice on devices without float64 (mps).",
+    )
+    max_edit_error: float = setting(
+        0.01,
+        gt=0,
+        help="largest relative error (Frobenius) of the edit written in the weight's dtype; above "
+        "it the edited down_proj is kept in float32 (lunar/edit_fallback).",
+    )
     mode: Literal["edit", "hook"] = setting(
         "edit",
         help="edit writes the edits into the weights; hook leaves the weights alone and returns "
@@ -131,7 +148,13 @@ class LUNAR:
             _check_layer_list(self.layers)
 
     def check(self, chat: ChatModel) -> None:
-        """Fail before any expensive stage when the layers do not fit ``chat.model``."""
+        """Fail before any expensive stage when the layers or dtype do not fit ``chat.model``."""
+        device = chat.model.device
+        if self.gram_dtype == "float64" and device.type == "mps":
+            raise ValueError(
+                f"method.gram_dtype=float64 is not supported on {device} (no float64 there). "
+                "Fix: set method.gram_dtype=float32."
+            )
         if self.layers != "auto":
             check_layers(chat.model, [int(layer) for layer in self.layers])
         else:
@@ -160,12 +183,18 @@ class LUNAR:
         coeffs = self._coeffs_for(layers)
         collected = self._collect(chat, data, layers)
         vectors = collected.vectors
-        deltas, metrics = self._solve(chat, layers, coeffs, collected)
+        deltas = self._solve(chat, layers, coeffs, collected)
         control = None
         if self.mode == "edit":
-            self._write_back(chat, deltas)
+            written = self._write_back(chat, deltas)
         else:
+            written = _hook_delivery(chat, deltas)
             control = redirection(deltas)
+        metrics = _edit_metrics(written)
+        for layer, coeff in zip(layers, coeffs, strict=True):
+            shift = coeff * vectors[layer]
+            report = fit_report(collected.accumulators[layer], written[layer].delivered, shift)
+            metrics.update({f"lunar/{key}/layer{layer}": value for key, value in report.items()})
         for layer in layers:
             metrics[f"lunar/r_norm/layer{layer}"] = float(vectors[layer].norm())
         metrics["unlearn/params_changed"] = float(
@@ -259,8 +288,7 @@ class LUNAR:
         separate prompt-only pass only when the reference rows are not pinned).
         """
         sources = self._row_sources(chat, data)
-        d_ff = _down_proj_linear(chat, layers[0]).in_features
-        out = _Collected({layer: RidgeAccumulator(d_ff) for layer in layers})
+        out = _Collected({layer: self._accumulator(chat, layer) for layer in layers})
         # Per row set and layer, the sum of the block outputs read (0.0 until the first batch).
         reads: dict[str, dict[int, float | torch.Tensor]] = {
             name: dict.fromkeys(layers, 0.0) for name in sources
@@ -281,14 +309,20 @@ class LUNAR:
                 out.accumulators[batch.layer].add(batch.inputs, batch.shifted, batch.weight)
                 if batch.read is not None:
                     reads[name][batch.layer] = reads[name][batch.layer] + batch.read.sum(0)
-                if self.solver == "adamw":
-                    out.rows[batch.layer].append((batch.inputs, batch.outputs, batch.shifted))
+                if self.solver == "adamw":  # every row kept: host memory, float32
+                    rows = (batch.inputs.float().cpu(), batch.outputs.float().cpu(), batch.shifted)
+                    out.rows[batch.layer].append(rows)
         forget_mean = _mean_reads(reads["forget"], len(data.forget), "forget")
         out.vectors = {
             layer: ref - forget_mean[layer]
             for layer, ref in self._reference_means(chat, data, layers, reads).items()
         }
         return out
+
+    def _accumulator(self, chat: ChatModel, layer: int) -> RidgeAccumulator:
+        """Empty sums for ``layer``, on its down_proj's device (where its rows are computed)."""
+        weight = _down_proj_linear(chat, layer).weight
+        return RidgeAccumulator(weight.shape[1], weight.device, getattr(torch, self.gram_dtype))
 
     def _reference_means(
         self,
@@ -304,14 +338,15 @@ class LUNAR:
             chat.model, prompts, layers, _pad_id(chat), self.activation_batch_size, "lunar r"
         )
 
-    def _solve(self, chat, layers, coeffs, collected: _Collected):
+    def _solve(self, chat, layers, coeffs, collected: _Collected) -> dict[int, torch.Tensor]:
+        """The intended edit of each layer's down_proj (closed form: on the model's device)."""
         vectors, accs = collected.vectors, collected.accumulators
-        deltas, metrics = {}, {}
+        deltas = {}
         for layer, coeff in zip(layers, coeffs, strict=True):
             weight = _down_proj_linear(chat, layer).weight
             if self.solver == "closed_form":
                 v = solve_ridge(accs[layer], self.ridge, self.shifted_weight)
-                deltas[layer] = coeff * torch.outer(vectors[layer], v)
+                deltas[layer] = coeff * torch.outer(vectors[layer].to(v), v)
             else:
                 shift = coeff * vectors[layer].float()
                 rows = [(x, y + m[:, None].float() * shift) for x, y, m in collected.rows[layer]]
@@ -326,17 +361,45 @@ class LUNAR:
                     seed=self.seed,
                 )
                 deltas[layer] = trained.double() - weight.detach().cpu().double()
-                v = _implied_v(deltas[layer], coeff * vectors[layer])
-            for key, value in fit_report(accs[layer], v).items():
-                metrics[f"lunar/{key}/layer{layer}"] = value
-        return deltas, metrics
+        return deltas
 
-    @staticmethod
-    def _write_back(chat: ChatModel, deltas: dict[int, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for layer, delta in deltas.items():
-                weight = _down_proj_linear(chat, layer).weight
-                weight.copy_((weight.double() + delta.to(weight.device)).to(weight.dtype))
+    def _write_back(
+        self, chat: ChatModel, deltas: dict[int, torch.Tensor]
+    ) -> dict[int, WrittenEdit]:
+        """Write each edit into its weight, falling back to float32 where rounding spoils it."""
+        written = {}
+        for layer, delta in deltas.items():
+            _down_proj_linear(chat, layer)  # a plain Linear, or a clear error
+            mlp = decoder_layers(chat.model)[layer].get_submodule("mlp")
+            written[layer] = write_edit(mlp, "down_proj", delta, self.max_edit_error)
+        return written
+
+
+def _hook_delivery(chat: ChatModel, deltas: dict[int, torch.Tensor]) -> dict[int, WrittenEdit]:
+    """What hook mode applies: each edit cast to the dtype of the activations it multiplies."""
+    written = {}
+    for layer, delta in deltas.items():
+        weight = _down_proj_linear(chat, layer).weight
+        delivered = delta.to(weight.device).float().to(weight.dtype).float()
+        error = relative_error(delivered, delta)
+        written[layer] = WrittenEdit(delivered, error, False, error)
+    return written
+
+
+def _edit_metrics(written: Mapping[int, WrittenEdit]) -> dict[str, float]:
+    """Per layer: the write's relative error, whether it fell back, and the final error.
+
+    ``lunar/edit_rel_error`` and ``lunar/edit_fallback`` without a layer are the worst layer's
+    error and whether any layer fell back.
+    """
+    metrics = {}
+    for layer, edit in written.items():
+        metrics[f"lunar/edit_rel_error/layer{layer}"] = edit.rel_error
+        metrics[f"lunar/edit_fallback/layer{layer}"] = float(edit.fallback)
+        metrics[f"lunar/edit_rel_error_delivered/layer{layer}"] = edit.rel_error_delivered
+    metrics["lunar/edit_rel_error"] = max(edit.rel_error for edit in written.values())
+    metrics["lunar/edit_fallback"] = float(any(edit.fallback for edit in written.values()))
+    return metrics
 
 
 def redirection(deltas: dict[int, torch.Tensor]):
@@ -386,11 +449,6 @@ def _mean_reads(
             raise RuntimeError(f"LUNAR read no {name} activation at layer {layer}.")
         means[layer] = total / count
     return means
-
-
-def _implied_v(delta: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """The v whose rank-1 edit shift*v^T is closest to ``delta`` (for the fit report of adamw)."""
-    return delta.T @ shift / float(shift @ shift)
 
 
 def _pad_id(chat: ChatModel) -> int:

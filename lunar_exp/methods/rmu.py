@@ -15,8 +15,7 @@ import torch
 
 from lunar_exp.hooks import capture_block_outputs, check_layers
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
-from lunar_exp.methods._activations import forward_until
-from lunar_exp.methods._loop import TrainLoop, _pad, encode_items, run_unlearning
+from lunar_exp.methods._loop import TrainLoop, _pad, encode_items, forward_blocks, run_unlearning
 from lunar_exp.methods._losses import masked_mse
 from lunar_exp.metrics.primitives import pair_batch
 from lunar_exp.settings import setting, validate
@@ -61,7 +60,7 @@ class RMU:
         def hidden_and_mask(model, pairs, detach):
             ids, mask, labels = (t.to(model.device) for t in pair_batch(pairs, _pad(chat)))
             with capture_block_outputs(model, [self.layer], detach=detach) as store:
-                forward_until(model, ids, mask, self.layer)  # the loss reads only this block
+                forward_blocks(model, ids, mask, self.layer)  # the loss reads only this block
             return store[self.layer], labels != -100
 
         def batch_loss(forget_idx, retain_idx):

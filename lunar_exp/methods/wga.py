@@ -42,9 +42,9 @@ class WGA:
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Ascend the forget answers' token-weighted cross-entropy, descend the retain NLL."""
         forget, retain = encode_items(chat, data.forget), encode_items(chat, data.retain)
-        model = chat.model
 
         def batch_loss(forget_idx, retain_idx):
+            model = chat.model  # read when called: the loop may train a sharded copy
             batch = pair_batch([forget[i] for i in forget_idx], _pad(chat))
             f_nll, f_mask = token_nll(model, *(t.to(model.device) for t in batch))
             _, r_nll = answer_logprobs(model, [retain[i] for i in retain_idx], _pad(chat))

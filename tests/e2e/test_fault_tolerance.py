@@ -1,17 +1,21 @@
 """Fault tolerance: kills leave no corrupt cache entry, restarts resume, one failed job of a sweep
 leaves the others' results complete."""
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
 
-from lunar_exp.bookkeeping import cache
+from lunar_exp.bookkeeping import cache, errors
 from lunar_exp.bookkeeping.errors import JobFailed, report_failure
 from tests.conftest import ROOT, run_cli
 
@@ -164,3 +168,78 @@ def test_report_failure_exits_2_on_bad_input_and_fails_only_the_job_in_a_multiru
     with pytest.raises(JobFailed, match="RuntimeError: bug") as failed:
         report_failure(bug, multirun=True)
     assert failed.value.__cause__ is bug  # a bug keeps its traceback
+
+
+def live_tensor_bytes() -> int:
+    """Bytes of every torch tensor the garbage collector can reach (parameters included)."""
+    gc.collect()
+    total = 0
+    for obj in gc.get_objects():
+        try:
+            if issubclass(type(obj), torch.Tensor) and not obj.is_meta:
+                total += obj.untyped_storage().nbytes()
+        except (ReferenceError, RuntimeError):
+            continue
+    return total
+
+
+def test_a_failed_sweep_job_releases_its_model_and_optimizer(monkeypatch, tmp_path):
+    # Issue 16, item 7: in a sequential (basic launcher) sweep, job 0 trains a model and fails as
+    # an out-of-memory error would; job 1 must start without job 0's model, optimizer states and
+    # gradients still alive (Hydra keeps job 0's exception, and with it its frames, to the end).
+    import lunar_exp.__main__ as entry
+    import lunar_exp.pipeline
+
+    failed: list[weakref.ref] = []
+    seen_by_next_job: dict[str, object] = {}
+
+    def training_run(model: torch.nn.Module) -> None:
+        optimizer = torch.optim.AdamW(model.parameters())
+        model(torch.randn(4, 1024)).sum().backward()
+        optimizer.step()
+        failed.extend([weakref.ref(model), weakref.ref(optimizer)])
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    def fake_run(cfg):
+        if cfg.seed == 0:
+            training_run(torch.nn.Sequential(*(torch.nn.Linear(1024, 1024) for _ in range(4))))
+        seen_by_next_job["alive"] = [ref() is not None for ref in failed]
+        seen_by_next_job["tensor_bytes"] = live_tensor_bytes()
+        return {}
+
+    monkeypatch.setattr(lunar_exp.pipeline, "run", fake_run)
+    monkeypatch.setattr(errors, "FAILED_JOBS", [])
+    conf = f"--config-path={ROOT / 'conf'}"
+    argv = ["lunar_exp", conf, "-m", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "logger=none"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.chdir(tmp_path)  # Hydra's multirun opens an (empty) lunar_exp.log in the cwd
+    baseline = live_tensor_bytes()
+    with pytest.raises(SystemExit):  # Hydra re-raises job 0's failure at the end of the sweep
+        entry.main()
+    assert len(failed) == 2 and seen_by_next_job["alive"] == [False, False]
+    # 4 x 4 MiB of weights, the same again as gradients and twice as AdamW states: 64 MiB
+    extra_mib = (seen_by_next_job["tensor_bytes"] - baseline) / 2**20
+    assert extra_mib < 8, f"job 1 started with {extra_mib:.0f} MiB of job 0's tensors alive"
+
+
+def test_release_failed_run_clears_chained_frames_and_the_cuda_cache(monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def fails_holding(big: torch.Tensor) -> None:
+        raise RuntimeError("out of memory")
+
+    big = torch.zeros(1 << 20)
+    ref = weakref.ref(big)
+    try:
+        try:
+            fails_holding(big)
+        except RuntimeError as inner:
+            raise JobFailed("job failed") from inner
+    except JobFailed as err:
+        del big
+        assert ref() is not None  # the inner traceback's frame still holds the tensor
+        errors.release_failed_run(err)
+        assert ref() is None and emptied == [True]
+        assert "fails_holding" in "".join(traceback.format_exception(err))  # still printable

@@ -134,3 +134,33 @@ def test_killed_job_fails_the_sweep_without_hanging(slurm_cluster, tmp_path):
     assert detected_s < 90
     complete_metrics(sweep / "job0")
     assert not (sweep / "job1" / "metrics.json").exists()
+
+
+def test_a_two_task_job_forms_one_process_group(slurm_cluster, tmp_path):
+    # hydra/launcher=slurm_gpu runs one task per GPU; on this CPU cluster no GPU is asked for
+    # and two tasks are, which lunar_exp.distributed.init_from_env() joins into one gloo group.
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "+exp=smoke",
+        "method=npo",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=job",
+        "hydra/launcher=slurm_gpu",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_per_gpu=null",
+        "hydra.launcher.mem_gb=4",
+        "hydra.launcher.timeout_min=5",
+    ]
+    result = run_cli(args, tmp_path, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = complete_metrics(sweep / "job")
+    assert metrics["dist/world_size"] == 2 and metrics["dist/strategy"] == "fsdp2"
+    (job_dir,) = (p for p in (sweep / ".submitit").iterdir() if p.is_dir())
+    assert sorted(p.name.split("_")[1] for p in job_dir.glob("*_result.pkl")) == ["0", "1"]
+    tasks = "".join(p.read_text() for p in job_dir.glob("*_log.*"))
+    assert "global_rank=0(2)" in tasks and "global_rank=1(2)" in tasks  # one job, two tasks
+    assert "Distributed run (slurm): rank 0 of 2, backend gloo" in tasks

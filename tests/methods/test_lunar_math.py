@@ -36,7 +36,7 @@ def test_forget_rows_move_by_c_r_and_pinned_rows_stay():
     moved = x @ (w0 + delta).T - x @ w0.T
     assert torch.allclose(moved[shifted], (coeff * r).expand(int(shifted.sum()), -1), atol=1e-6)
     assert torch.allclose(moved[~shifted], torch.zeros_like(moved[~shifted]), atol=1e-6)
-    report = fit_report(acc, v)
+    report = fit_report(acc, delta, coeff * r)
     assert abs(report["fit_shifted"] - 1.0) < 1e-6 and report["leak_pinned_rms"] < 1e-6
 
 

@@ -99,9 +99,9 @@ def _record_text(record: object, where: str) -> str:
 
 
 def _read_hub(spec: str, key: str) -> Iterator[str]:
-    from lunar_exp.models import hub_reachable
+    from lunar_exp.models import hub_dataset_cached, hub_reachable
 
-    if not hub_reachable():
+    if not (hub_reachable() or hub_dataset_cached(*spec.split(":", 1))):
         raise FileNotFoundError(
             f"{key}={spec!r} needs the Hugging Face hub, which is unreachable. Fix: download the "
             f"corpus elsewhere and set {key}=/path/to/corpus.jsonl (or .json/.txt)."

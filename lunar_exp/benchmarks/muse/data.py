@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from lunar_exp.interfaces import QA
-from lunar_exp.models import hub_reachable
+from lunar_exp.models import hub_dataset_cached, hub_reachable
 
 # Hub dataset -> its local copy in ../shared/benchdata (used in messages).
 HUB_IDS = {"muse-bench/MUSE-News": "muse/news", "muse-bench/MUSE-Books": "muse/books"}
@@ -111,7 +111,7 @@ class MuseSource:
                 f"MUSE directory {self.path} not found. Fix: set benchmark.path to a directory "
                 f"laid out like {local}, or benchmark.path=null to read {hub_id} from the hub."
             )
-        if self.path is None and not hub_reachable():
+        if self.path is None and not (hub_reachable() or hub_dataset_cached(hub_id)):
             raise FileNotFoundError(
                 f"The Hugging Face hub is unreachable, so {hub_id} cannot be read. Fix: set "
                 f"benchmark.path to a local copy (e.g. {local}; the News "

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from lunar_exp.models import hub_reachable
+from lunar_exp.models import hub_dataset_cached, hub_reachable
 
 HUB_ID = "locuslab/TOFU"
 QUESTIONS_PER_AUTHOR = 20
@@ -83,9 +83,10 @@ class TofuSource:
                 f"TOFU directory {self.path} not found. Fix: set benchmark.path to a directory "
                 f"with the TOFU split files, or benchmark.path=null to read {hub_id} from the hub."
             )
-        if self.path is None and not hub_reachable():
+        if self.path is None and not (hub_reachable() or hub_dataset_cached(hub_id)):
             raise ConnectionError(
-                f"The Hugging Face hub is unreachable, so {hub_id} cannot be downloaded. Fix: "
+                f"The Hugging Face hub is unreachable and {hub_id} is not in the local datasets "
+                "cache, so it cannot be downloaded. Fix: "
                 "set benchmark.path to a local directory of TOFU split files (e.g. "
                 "../shared/benchdata/tofu)."
             )
