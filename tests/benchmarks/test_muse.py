@@ -11,6 +11,7 @@ from lunar_exp.benchmarks.muse.evaluation import cut_at_stopwords, few_shot_prom
 from lunar_exp.benchmarks.muse.sets import MuseEvalSets
 from lunar_exp.bookkeeping.offline import hub_needs
 from lunar_exp.interfaces import TrainsRetainModel
+from lunar_exp.metrics.mia import ATTACKS, TokenStats
 from lunar_exp.metrics.text import rouge_l_f1
 from tests.conftest import SHARED, compose_config, needs_shared
 from tests.legacy_directions import assert_declared_as_before
@@ -216,18 +217,28 @@ def test_knowmem_scores_cut_answers_with_rouge_l_f1(tiny_chat, monkeypatch):
 #   holdout 1: [-4, -1, -3]            -> lowest ceil(1.2) = 2: -4, -3  -> score 3.5
 #   holdout 2: [-2]                    -> score 2.0
 # AUC = share of (holdout, forget) pairs with holdout > forget = (3.5>2.5, 3.5>0.4, 2.0>0.4) = 3/4.
+# LOSS (mean NLL): forget 6.6/5 = 1.32, 0.6/2 = 0.3; holdout 8/3 = 2.667, 2.0 -> AUC 4/4 = 1.
+# Min-K++ with mu = -1, variance = 4 at every token: z = (lp + 1) / 2
+#   forget 1: [0, -0.5, 0.25, -1, 0.45] -> lowest 2: -1, -0.5 -> 0.75; forget 2: [0.4, 0.3] -> -0.3
+#   holdout 1: [-1.5, 0, -1] -> 1.25; holdout 2: [-0.5] -> 0.5
+#   AUC = (1.25>0.75, 1.25>-0.3, 0.5>-0.3; not 0.5>0.75) = 3/4.
 LOGPROBS = [[-1.0, -2.0, -0.5, -3.0, -0.1], [-0.2, -0.4], [-4.0, -1.0, -3.0], [-2.0]]
 
 
 PRIVLEAK_SETS = MuseEvalSets([], [], [], [], [], ["f1", "f2"], ["h1", "h2"]).named()
 
 
+def stats(logprobs: list[float]) -> TokenStats:
+    n = len(logprobs)
+    return TokenStats(logprobs, [0] * n, [-1.0] * n, [4.0] * n)
+
+
 def privacy_bench(monkeypatch, **kwargs) -> MUSEBenchmark:
     pending = iter(LOGPROBS)
     monkeypatch.setattr(
         muse_eval,
-        "answer_token_logprobs",
-        lambda model, pairs, pad, bs, desc: [next(pending) for _ in pairs],
+        "token_stats",
+        lambda model, pairs, pad, bs, desc: [stats(next(pending)) for _ in pairs],
     )
     return MUSEBenchmark(**kwargs)
 
@@ -238,8 +249,17 @@ def test_privleak_against_a_given_reference(tiny_chat, monkeypatch):
     # ((1 - 0.75) - (1 - 0.6)) / (1 - 0.6) * 100 = (0.25 - 0.4) / 0.4 * 100 = -37.5
     assert metrics["mia/min_k_auc"] == pytest.approx(0.75)
     assert metrics["privleak"] == pytest.approx(-37.5)
-    assert metrics["privleak/reference"] == "given"
+    assert metrics["privleak/min_k"] == pytest.approx(-37.5)
+    assert metrics["privleak/reference_source"] == "given"
     assert [r["min_k"] for r in rows["privleak_forget"]] == pytest.approx([2.5, 0.4])
+    # the number given is min-k's; LOSS (AUC 1) is held against 0.5: (0 - 0.5) / 0.5 * 100
+    assert metrics["mia/loss_auc"] == pytest.approx(1.0)
+    assert metrics["privleak/loss"] == pytest.approx(-100.0)
+    assert metrics["mia/min_k_plus_plus_auc"] == pytest.approx(0.75)
+    assert [r["min_k_plus_plus"] for r in rows["privleak_holdout"]] == pytest.approx([1.25, 0.5])
+    assert [r["loss"] for r in rows["privleak_forget"]] == pytest.approx([1.32, 0.3])
+    assert "mia/reference_auc" not in metrics  # no retrained model's losses
+    assert 0 <= metrics["mia/gradnorm_auc"] <= 1 and "mia/zlib_auc" in metrics
 
 
 def test_privleak_reference_from_a_metrics_json(tiny_chat, monkeypatch, tmp_path):
@@ -248,10 +268,10 @@ def test_privleak_reference_from_a_metrics_json(tiny_chat, monkeypatch, tmp_path
     bench = privacy_bench(monkeypatch, retain_reference_auc=str(path))
     assert not bench.wants_retain_model()
     reference = bench._file_reference()  # what load() reads, before any model is trained
-    assert reference == {"min_k_auc": 0.6, "source": str(path)}
+    assert reference == {"min_k_auc": 0.6, "mia_auc": {"min_k": 0.6}, "source": str(path)}
     metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, reference)
     assert metrics["privleak"] == pytest.approx(-37.5)
-    assert metrics["privleak/reference"] == str(path)
+    assert metrics["privleak/reference_source"] == str(path)
     path.write_text(json.dumps({"mia/min_k_auc": 0.6}))  # an unlearned model's AUC: refused
     with pytest.raises(ValueError, match="holds none of"):
         privacy_bench(monkeypatch, retain_reference_auc=str(path))._file_reference()
@@ -262,24 +282,46 @@ def test_privleak_reference_from_an_open_unlearning_muse_eval(tiny_chat, monkeyp
     path = tmp_path / "MUSE_EVAL.json"
     record = {
         "mia_min_k": {"agg_value": 0.6, "auc": 0.6, "forget": {}, "holdout": {}},
+        "mia_loss": {"agg_value": 0.8, "auc": 0.8, "forget": {}, "holdout": {}},
         "privleak": {"agg_value": 3.1},
         "forget_knowmem_ROUGE": {"agg_value": 0.3},
     }
     path.write_text(json.dumps(record))
     bench = privacy_bench(monkeypatch, retain_reference_auc=str(path))
-    assert bench._file_reference() == {"min_k_auc": 0.6, "source": str(path)}
-    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, bench._file_reference())
+    reference = bench._file_reference()
+    assert reference == {
+        "min_k_auc": 0.6,
+        "mia_auc": {"min_k": 0.6, "loss": 0.8},
+        "source": str(path),
+    }
+    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, reference)
     assert metrics["privleak"] == pytest.approx(-37.5)  # as with the number 0.6 given
+    # LOSS AUC 1 against the log's 0.8: ((1 - 1) - (1 - 0.8)) / 0.2 * 100 = -100
+    assert metrics["privleak/loss"] == pytest.approx(-100.0)
 
 
 def test_privleak_reference_from_the_finetuned_retain_model(tiny_chat, monkeypatch):
     bench = privacy_bench(monkeypatch, retain_reference_auc="finetune")
     assert isinstance(bench, TrainsRetainModel) and bench.wants_retain_model()
     assert bench._file_reference() is None
-    record = {"format": "lunar_exp.muse_retain_reference/1", "min_k_auc": 0.6}
-    metrics, _ = bench.privacy(tiny_chat, PRIVLEAK_SETS, record)
+    # the retrained model's losses: forget [1.0, 1.0], holdout [3.0, 1.0]; LOSS AUC 0.9
+    record = {
+        "format": "lunar_exp.muse_retain_reference/2",
+        "min_k_auc": 0.6,
+        "mia_auc": {"min_k": 0.6, "loss": 0.9, "reference": 0.5},
+        "item_loss": {"forget": [1.0, 1.0], "holdout": [3.0, 1.0]},
+    }
+    metrics, rows = bench.privacy(tiny_chat, PRIVLEAK_SETS, record)
     assert metrics["privleak"] == pytest.approx(-37.5)
-    assert metrics["privleak/reference"] == "retain model (finetune)"
+    assert metrics["privleak/reference_source"] == "retain model (finetune)"
+    # ((1 - 1) - (1 - 0.9)) / 0.1 * 100 = -100
+    assert metrics["privleak/loss"] == pytest.approx(-100.0)
+    # Reference = target loss - retrained loss: forget 1.32 - 1 = 0.32, 0.3 - 1 = -0.7;
+    # holdout 2.667 - 3 = -0.333, 2 - 1 = 1. Pairs holdout > forget: -0.333 > -0.7, 1 > 0.32,
+    # 1 > -0.7 (not -0.333 > 0.32) -> AUC 3/4; privleak ((1 - 0.75) - 0.5) / 0.5 * 100 = -50
+    assert [r["reference"] for r in rows["privleak_forget"]] == pytest.approx([0.32, -0.7])
+    assert metrics["mia/reference_auc"] == pytest.approx(0.75)
+    assert metrics["privleak/reference"] == pytest.approx(-50.0)
 
 
 def test_privleak_without_reference_warns_and_says_so(tiny_chat, monkeypatch, caplog):
@@ -287,7 +329,7 @@ def test_privleak_without_reference_warns_and_says_so(tiny_chat, monkeypatch, ca
     # ((1 - 0.75) - 0.5) / 0.5 * 100 = -50
     assert metrics["privleak"] == pytest.approx(-50.0)
     assert metrics["privleak/reference_auc"] == 0.5
-    assert metrics["privleak/reference"].startswith("default 0.5")
+    assert metrics["privleak/reference_source"].startswith("default 0.5")
     assert "default retrained-model AUC 0.5" in caplog.text
 
 
@@ -305,13 +347,13 @@ def test_tiny_model_evaluate_returns_every_key(tiny_chat):
         "forget/verbmem_rougeL_f1",
         "forget/rouge1_recall",
         "retain/rouge1_recall",
-        "mia/min_k_auc",
         "privleak",
         "privleak/reference_auc",
-        "privleak/reference",
+        "privleak/reference_source",
         "deviation_score",
+        *(key for a in ATTACKS[:-1] for key in (f"mia/{a}_auc", f"privleak/{a}")),
     }
-    assert set(result.metrics) == expected
+    assert set(result.metrics) == expected  # no Reference attack without a retrained model
     assert {k: len(v) for k, v in result.generations.items()} == {
         "forget_knowmem": 2,
         "retain_knowmem": 2,
@@ -322,3 +364,20 @@ def test_tiny_model_evaluate_returns_every_key(tiny_chat):
     row = result.generations["forget_knowmem"][0]
     assert {"split", "question", "ground_truth", "response"} <= set(row)
     assert_declared_as_before(result)
+
+
+@needs_shared()
+def test_tiny_model_as_its_own_retrained_model_leaks_nothing_on_any_attack(tiny_chat):
+    bench = small_news(
+        knowmem_max_new_tokens=4, verbmem_max_new_tokens=6, retain_reference_auc="finetune"
+    )
+    loaded = bench.load()
+    record = bench.reference_record(tiny_chat, loaded.eval_sets)
+    assert set(record["mia_auc"]) == set(ATTACKS) and record["mia_auc"]["reference"] == 0.5
+    assert [len(record["item_loss"][k]) for k in ("forget", "holdout")] == [3, 3]
+    result = bench.evaluate(tiny_chat, loaded.eval_sets, record)
+    for attack in ATTACKS:
+        assert result.metrics[f"mia/{attack}_auc"] == pytest.approx(record["mia_auc"][attack])
+        assert result.metrics[f"privleak/{attack}"] == pytest.approx(0.0, abs=1e-6)
+        assert result.directions[f"privleak/{attack}"] is None
+    assert set(ATTACKS) <= set(result.generations["privleak_holdout"][0])

@@ -10,6 +10,7 @@ from lunar_exp.benchmarks.tofu import data as tofu_data
 from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_reference
 from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
 from lunar_exp.interfaces import TrainsRetainModel
+from lunar_exp.metrics.mia import ATTACKS, privleak
 from lunar_exp.prompts import render_prompt
 from tests.conftest import SHARED, compose_config, needs_shared
 from tests.legacy_directions import assert_declared_as_before
@@ -131,7 +132,7 @@ def test_official_log_is_a_valid_retain_reference():
 def test_tiny_model_suite_reports_every_key_and_missing_forget_quality(tiny_chat, caplog):
     bench = small_tofu()
     loaded = bench.load()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         result = bench.evaluate(tiny_chat, loaded.eval_sets)
     keys = {
         "forget_quality",
@@ -156,6 +157,22 @@ def test_tiny_model_suite_reports_every_key_and_missing_forget_quality(tiny_chat
     assert len(result.generations["forget"]) == 20
     assert {"truth_ratio", "response"} <= set(result.generations["forget"][0])
     assert_declared_as_before(result)
+    # every attack but Reference (no retain model), each item's score in its generations row
+    scored = [a for a in ATTACKS if a != "reference"]
+    for attack in scored:
+        assert 0 <= result.metrics[f"mia/{attack}_auc"] <= 1
+        auc = result.metrics[f"mia/{attack}_auc"]
+        assert result.metrics[f"privleak/{attack}"] == pytest.approx(privleak(auc, 0.5))
+        assert result.directions[f"mia/{attack}_auc"] is None
+    assert "mia/reference_auc" not in result.metrics
+    assert "privleak/reference" not in result.metrics
+    assert "Reference attack left out" in caplog.text
+    assert result.metrics["privleak"] == result.metrics["privleak/min_k"]
+    assert len(result.generations["holdout"]) == 6
+    for split in ("forget", "holdout"):
+        assert set(scored) <= set(result.generations[split][0])
+    forget_rows = result.generations["forget"]
+    assert [r["loss"] for r in forget_rows] == [r["answer_nll"] for r in forget_rows]
 
 
 @needs_shared()
@@ -166,10 +183,20 @@ def test_reference_record_gives_forget_quality_one_for_the_same_model(tiny_chat)
     assert loaded.retain_reference is None  # the run trains the retain model
     record = bench.reference_record(tiny_chat, loaded.eval_sets)
     assert len(record["forget_truth_ratio"]) == 20
-    metrics = bench.evaluate(tiny_chat, loaded.eval_sets, record).metrics
+    assert set(record["mia_auc"]) == set(ATTACKS)
+    assert record["mia_auc"]["reference"] == 0.5  # its own reference: every score is 0
+    assert [len(record["item_loss"][k]) for k in ("forget", "holdout")] == [20, 6]
+    result = bench.evaluate(tiny_chat, loaded.eval_sets, record)
+    metrics = result.metrics
     # the model is its own retain model: identical truth ratios, KS p-value 1, privleak 0
     assert metrics["forget_quality"] == pytest.approx(1.0)
     assert metrics["privleak"] == pytest.approx(0.0, abs=1e-6)
+    # ... and every attack scores as the retain model did: each privleak/<attack> is 0
+    for attack in ATTACKS:
+        assert metrics[f"mia/{attack}_auc"] == pytest.approx(record["mia_auc"][attack])
+        assert metrics[f"privleak/{attack}"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["mia/reference_auc"] == 0.5
+    assert {r["reference"] for r in result.generations["holdout"]} == {0.0}
 
 
 @needs_shared()
@@ -214,6 +241,8 @@ def open_unlearning_log(path, scores, min_k_auc=0.61):
     record = {
         "forget_truth_ratio": {"agg_value": 0.7, "value_by_index": by_index},
         "mia_min_k": {"agg_value": min_k_auc},
+        "mia_loss": {"agg_value": 0.3, "forget": {}, "holdout": {}},
+        "mia_reference": {"agg_value": 0.5},
         "model_utility": {"agg_value": 0.6},
     }
     path.write_text(json.dumps(record))
@@ -239,6 +268,12 @@ def test_an_open_unlearning_log_gives_the_forget_quality_of_the_same_lunar_exp_r
     assert ou_metrics["forget_quality"] == pytest.approx(ours_metrics["forget_quality"])
     assert ou_metrics["privleak/reference_auc"] == 0.61
     assert ou_metrics["privleak"] == pytest.approx(ours_metrics["privleak"])
+    # each attack's privleak against the log's mia_<attack> AUC, 0.5 where it has none
+    assert ou_loaded.retain_reference["mia_auc"] == {"loss": 0.3, "min_k": 0.61, "reference": 0.5}
+    loss_auc = ou_metrics["mia/loss_auc"]
+    assert ou_metrics["privleak/loss"] == pytest.approx(privleak(loss_auc, 0.3))
+    assert ours_metrics["privleak/loss"] == pytest.approx(privleak(loss_auc, 0.5))
+    assert "mia/reference_auc" not in ou_metrics  # no per-item retain losses in the log
 
 
 @needs_shared()
@@ -268,3 +303,20 @@ def test_a_list_reference_of_another_size_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         small_tofu(retain_reference=str(path)).load()
     assert "compares the 20 scored forget items with the 30 truth ratios" in caplog.text
+
+
+def test_the_attack_list_is_checked_when_the_benchmark_is_built():
+    with pytest.raises(ValueError, match=r"benchmark.mia_attacks=\['loss'\] leaves out min_k"):
+        TofuBenchmark(mia_attacks=["loss"])
+    with pytest.raises(ValueError, match=r"benchmark.mia_attacks\[1\]='minkpp'"):
+        TofuBenchmark(mia_attacks=["min_k", "minkpp"])
+
+
+@needs_shared()
+def test_dropped_attacks_are_neither_scored_nor_reported(tiny_chat):
+    bench = small_tofu(mia_attacks=["min_k", "loss"])
+    loaded = bench.load()
+    result = bench.evaluate(tiny_chat, loaded.eval_sets)
+    reported = {key for key in result.metrics if key.startswith("mia/")}
+    assert reported == {"mia/min_k_auc", "mia/loss_auc"}
+    assert "gradnorm" not in result.generations["holdout"][0]

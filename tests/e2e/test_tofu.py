@@ -2,6 +2,7 @@
 
 import json
 
+from lunar_exp.metrics.mia import ATTACKS
 from tests.benchmarks.test_tofu import SMALL_TOFU_ARGS
 from tests.conftest import needs_shared, run_cli
 from tests.legacy_directions import assert_directions_as_before
@@ -18,6 +19,15 @@ def test_trained_retain_model_reference_reaches_every_evaluation(tmp_path):
         assert metrics[f"{prefix}forget_quality"] is not None
     record = json.loads((metrics_file.parent / "retain_reference.json").read_text())
     assert len(record["forget_truth_ratio"]) == 20
+    # the whole membership suite, the Reference attack against the trained retain model included
+    for prefix in ("before/", "", "attack/layer_skip/"):
+        for attack in ATTACKS:
+            assert 0 <= metrics[f"{prefix}mia/{attack}_auc"] <= 1
+            assert isinstance(metrics[f"{prefix}privleak/{attack}"], float)
+    assert set(record["mia_auc"]) == set(ATTACKS)
+    rows = [json.loads(line) for line in (metrics_file.parent / "generations.jsonl").open()]
+    holdout = [row for row in rows if row["split"] == "holdout"]
+    assert len(holdout) == 6 and {"reference_before", "gradnorm_after"} <= set(holdout[0])
     directions = json.loads((metrics_file.parent / "metric_directions.json").read_text())
     assert directions["forget_quality"] is True and directions["privleak"] is None
     assert_directions_as_before(metrics, directions)

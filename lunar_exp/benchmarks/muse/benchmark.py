@@ -16,6 +16,12 @@ Unlearning data, all plain text (no chat template):
 items whose evidence occurs in the corpora (a knowmem answer, a verbmem continuation, a privleak
 text) are scored, and the forget and retain sets are the passages (``chunk_words`` words) around
 that evidence, so a short fine-tuning stage teaches exactly what is evaluated.
+
+Privleak runs the six membership attacks of ``lunar_exp.metrics.mia`` (``mia_attacks``) on
+``privleak/forget`` (members) against ``privleak/holdout``: ``mia/<attack>_auc`` and
+``privleak/<attack>`` against the retrained model's AUC of the same attack (``privleak`` is
+min-k's, as open-unlearning reports it). The Reference attack needs the retrained model's per-text
+losses, so only ``retain_reference_auc=finetune`` gives it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lunar_exp.benchmarks.common.corpora import chunk_items
 from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
@@ -39,14 +45,22 @@ from lunar_exp.benchmarks.muse.sets import (
     read_eval_sets,
 )
 from lunar_exp.interfaces import BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
-from lunar_exp.metrics.mia import mia_auc, privleak
+from lunar_exp.metrics.mia import (
+    ATTACKS,
+    DEFAULT_REFERENCE_AUC,
+    attack_aucs,
+    attack_directions,
+    attack_metrics,
+    check_attacks,
+    open_unlearning_aucs,
+    privleak,
+)
 from lunar_exp.metrics.text import deviation_score
 from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
 FINETUNE_REFERENCE = "finetune"
-DEFAULT_REFERENCE_AUC = 0.5
 # Keys holding the retrained model's min-k AUC: this project's retain_reference.json, then a
 # metrics.json of a run on the retrained model (its ``before/`` value is the model as loaded).
 REFERENCE_KEYS = ("min_k_auc", "before/mia/min_k_auc")
@@ -54,24 +68,25 @@ REFERENCE_KEYS = ("min_k_auc", "before/mia/min_k_auc")
 FINETUNE_SOURCE = "retain model (finetune)"
 # Attacks that score forget chunks as QA items (relearn) generate this many tokens.
 QA_MAX_NEW_TOKENS = 32
-# The privacy metrics' directions: the AUC is best near the retain model's, privleak near 0.
+# The privacy metrics' directions (beside each attack's): privleak is best near 0.
 PRIVACY_DIRECTIONS: dict[str, bool | None] = {
-    "mia/min_k_auc": None,
     "privleak/reference_auc": None,
-    "privleak/reference": None,  # a note (where the reference AUC came from), not a score
+    "privleak/reference_source": None,  # a note (where the min-k reference AUC came from)
     "privleak": None,
 }
 
 
-def read_reference_auc(path: Path) -> float:
-    """The retrained model's min-k AUC from a JSON file.
+def read_reference_aucs(path: Path) -> dict[str, float]:
+    """The retrained model's AUC of each membership attack found in a JSON file.
 
-    Read from this project's files (:data:`REFERENCE_KEYS`) or open-unlearning's
-    ``MUSE_EVAL.json`` of the retain model (``mia_min_k.agg_value``).
+    Read from this project's files (min-k under :data:`REFERENCE_KEYS`, the others under
+    ``mia_auc`` of a ``retain_reference.json`` or ``before/mia/<attack>_auc`` of a metrics.json)
+    or open-unlearning's ``MUSE_EVAL.json`` of the retain model (``mia_<attack>.agg_value``; its
+    AUCs label forget 0 and holdout 1 on loss-like scores, as here). Min-k's must be there.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not JSON or holds none of :data:`REFERENCE_KEYS`.
+        ValueError: the file is not JSON or holds no min-k AUC.
     """
     if not path.is_file():
         raise FileNotFoundError(
@@ -85,19 +100,25 @@ def read_reference_auc(path: Path) -> float:
         raise ValueError(
             f"{path} is not valid JSON ({err.msg}). Fix: point at a metrics.json."
         ) from err
+    record = record if isinstance(record, dict) else {}
+    aucs = open_unlearning_aucs(record)
+    own = record.get("mia_auc")
+    own = own if isinstance(own, dict) else {}
+    for attack in ATTACKS:
+        value = own.get(attack, record.get(f"before/mia/{attack}_auc"))
+        if isinstance(value, int | float):
+            aucs[attack] = float(value)
     for key in REFERENCE_KEYS:
-        if isinstance(record, dict) and isinstance(record.get(key), int | float):
-            return float(record[key])
-    # open-unlearning's MUSE_EVAL.json: {"mia_min_k": {"agg_value": AUC, ...}, ...}, the AUC with
-    # forget labelled 0 and holdout 1 on loss-like scores, as here (its privleak reads this key)
-    min_k = record.get("mia_min_k") if isinstance(record, dict) else None
-    if isinstance(min_k, dict) and isinstance(min_k.get("agg_value"), int | float):
-        return float(min_k["agg_value"])
-    raise ValueError(
-        f"{path} holds none of {list(REFERENCE_KEYS)} nor open-unlearning's mia_min_k.agg_value. "
-        "Fix: give the metrics.json of a run on the retrained model (e.g. "
-        "model.path=muse-bench/MUSE-news_retrain), its MUSE_EVAL.json, or a number."
-    )
+        if isinstance(record.get(key), int | float):
+            aucs["min_k"] = float(record[key])
+            break
+    if "min_k" not in aucs:
+        raise ValueError(
+            f"{path} holds none of {list(REFERENCE_KEYS)} nor open-unlearning's "
+            "mia_min_k.agg_value. Fix: give the metrics.json of a run on the retrained model "
+            "(e.g. model.path=muse-bench/MUSE-news_retrain), its MUSE_EVAL.json, or a number."
+        )
+    return aucs
 
 
 @dataclass(kw_only=True)
@@ -159,19 +180,26 @@ class MUSEBenchmark:
         0.4,
         gt=0,
         le=1,
-        help="fraction of lowest token log-probs in the min-k attack (MUSE: 0.4).",
+        help="fraction of lowest token log-probs in the min-k and min-k++ attacks (MUSE: 0.4).",
+    )
+    mia_attacks: list[
+        Literal["loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm", "reference"]
+    ] = setting(
+        list(ATTACKS),
+        help="membership attacks scored (min_k is required; gradnorm costs a backward per text).",
     )
     retain_reference_auc: float | str | None = setting(
         None,
-        help="the retrained model's min-k AUC for privleak: a number, the path of a metrics.json "
-        "/ retain_reference.json written by this project, finetune (train the retain model with "
-        "the fine-tuning stage, cached), or None (0.5, with a warning).",
+        help="the retrained model's AUCs for privleak: a number (min-k's), the path of a "
+        "metrics.json / retain_reference.json / open-unlearning MUSE_EVAL.json, finetune (train "
+        "the retain model with the fine-tuning stage, cached), or None (0.5, with a warning).",
     )
     eval_batch_size: int = setting(8, ge=1, help="prompts per generation or scoring batch.")
     seed: int = setting(0, help="seed of the chunk draws.")
 
     def __post_init__(self) -> None:
         validate(self, "benchmark")
+        check_attacks(self.mia_attacks, "benchmark.mia_attacks")
         auc = self.retain_reference_auc
         if isinstance(auc, int | float) and not 0 <= auc <= 1:
             raise ValueError(
@@ -251,16 +279,35 @@ class MUSEBenchmark:
         return self.retain_reference_auc == FINETUNE_REFERENCE
 
     def reference_record(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> dict[str, Any]:
-        """Score a retain (retrained) model: its min-k AUC on privleak forget vs holdout."""
-        auc, _ = self._min_k_auc(chat, eval_sets)
-        return {"format": "lunar_exp.muse_retain_reference/1", "min_k_auc": auc}
+        """Score a retain (retrained) model on privleak forget vs holdout.
+
+        Every attack's AUC (``mia_auc``; min-k's also as ``min_k_auc``) and each text's loss
+        (``item_loss``), which the Reference attack subtracts (its own AUC is 0.5: the retain
+        model is its own reference).
+        """
+        scores, losses = {}, {}
+        for name in ("forget", "holdout"):
+            texts = eval_sets[f"privleak_{name}"]
+            stats = muse_eval.text_stats(chat, texts, self.eval_batch_size, f"privleak_{name}")
+            losses[name] = muse_eval.text_losses(stats)
+            scores[name] = muse_eval.attack_scores(
+                chat, texts, stats, self.min_k, self.mia_attacks, f"privleak_{name}", losses[name]
+            )
+        aucs = attack_aucs(scores["forget"], scores["holdout"])
+        return {
+            "format": "lunar_exp.muse_retain_reference/2",
+            "min_k_auc": aucs["min_k"],
+            "mia_auc": aucs,
+            "item_loss": losses,
+        }
 
     def _file_reference(self) -> dict[str, Any] | None:
-        """The retrained model's AUC from the ``retain_reference_auc`` file, if one is given."""
+        """The retrained model's AUCs from the ``retain_reference_auc`` file, if one is given."""
         given = self.retain_reference_auc
         if not isinstance(given, str) or self.wants_retain_model():
             return None
-        return {"min_k_auc": read_reference_auc(Path(given)), "source": given}
+        aucs = read_reference_aucs(Path(given))
+        return {"min_k_auc": aucs["min_k"], "mia_auc": aucs, "source": given}
 
     def _reference_auc(self, reference: Mapping[str, Any] | None) -> tuple[float, str]:
         given = self.retain_reference_auc
@@ -276,18 +323,25 @@ class MUSEBenchmark:
 
     # ----- evaluation -------------------------------------------------------------------------
 
-    def _min_k_auc(self, chat: ChatModel, eval_sets: Mapping[str, Any]):
-        bs, k = self.eval_batch_size, self.min_k
-        forget, forget_rows = muse_eval.min_k_scores(
-            chat, eval_sets["privleak_forget"], k, bs, "privleak_forget"
-        )
-        holdout, holdout_rows = muse_eval.min_k_scores(
-            chat, eval_sets["privleak_holdout"], k, bs, "privleak_holdout"
-        )
-        return mia_auc(forget, holdout), {
-            "privleak_forget": forget_rows,
-            "privleak_holdout": holdout_rows,
-        }
+    def _attack_scores(
+        self, chat: ChatModel, eval_sets: Mapping[str, Any], reference: Mapping[str, Any] | None
+    ) -> tuple[dict[str, dict[str, list[float]]], dict[str, list]]:
+        """Every attack's per-text scores on privleak forget and holdout, and their rows."""
+        retain_losses = (reference or {}).get("item_loss") or {}
+        if "reference" in self.mia_attacks and not retain_losses:
+            log.info(
+                "MUSE Reference attack left out (no mia/reference_auc): it needs the retrained "
+                "model's per-text losses. Fix: benchmark.retain_reference_auc=finetune."
+            )
+        scores, rows = {}, {}
+        for name in ("forget", "holdout"):
+            split, texts = f"privleak_{name}", eval_sets[f"privleak_{name}"]
+            stats = muse_eval.text_stats(chat, texts, self.eval_batch_size, split)
+            scores[name] = muse_eval.attack_scores(
+                chat, texts, stats, self.min_k, self.mia_attacks, split, retain_losses.get(name)
+            )
+            rows[split] = muse_eval.score_rows(texts, scores[name], split)
+        return scores, rows
 
     def privacy(
         self,
@@ -295,19 +349,29 @@ class MUSEBenchmark:
         eval_sets: Mapping[str, Any],
         reference: Mapping[str, Any] | None = None,
     ) -> tuple[dict[str, object], dict[str, list]]:
-        """Min-k AUC (privleak forget vs holdout), privleak, and where the reference AUC came from.
+        """Each attack's AUC and privleak; ``privleak`` and its reference AUC stay min-k's.
 
-        ``privleak/reference`` is a note (a string), so tables show a defaulted reference.
+        ``privleak/reference_source`` is a note (a string) saying where min-k's reference AUC
+        came from, so tables show a defaulted reference.
         """
-        auc, rows = self._min_k_auc(chat, eval_sets)
+        scores, rows = self._attack_scores(chat, eval_sets, reference)
+        aucs = attack_aucs(scores["forget"], scores["holdout"])
         reference_auc, source = self._reference_auc(reference)
-        metrics = {
-            "mia/min_k_auc": auc,
+        retain_aucs = {**(reference or {}).get("mia_auc", {}), "min_k": reference_auc}
+        metrics, defaulted = attack_metrics(aucs, retain_aucs)
+        if defaulted:
+            log.warning(
+                "MUSE privleak/%s uses the default retrained-model AUC 0.5: the reference has no "
+                "AUC of that attack. Fix: benchmark.retain_reference_auc=finetune, or the "
+                "retrained model's MUSE_EVAL.json with mia_<attack>.",
+                ",".join(defaulted),
+            )
+        return {
+            **metrics,
             "privleak/reference_auc": reference_auc,
-            "privleak/reference": source,
-            "privleak": privleak(auc, reference_auc),
-        }
-        return metrics, rows
+            "privleak/reference_source": source,
+            "privleak": privleak(aucs["min_k"], reference_auc),
+        }, rows
 
     def evaluate(
         self,
@@ -317,8 +381,9 @@ class MUSEBenchmark:
     ) -> EvalResult:
         """Knowmem (forget, retain), verbmem (forget), privleak and the Deviation Score.
 
-        ``reference`` holds the retrained model's ``min_k_auc`` (a file read by :meth:`load`, or
-        :meth:`reference_record`); without it privleak uses ``retain_reference_auc`` or 0.5.
+        ``reference`` holds the retrained model's AUCs (``min_k_auc``, ``mia_auc``) and, from
+        :meth:`reference_record`, its per-text losses; without it privleak uses
+        ``retain_reference_auc`` or 0.5.
         """
         bs = self.eval_batch_size
         scores: dict[str, float] = {}  # knowmem and verbmem
@@ -344,6 +409,9 @@ class MUSEBenchmark:
         privacy_metrics, mia_rows = self.privacy(chat, eval_sets, reference)
         generations.update(mia_rows)
         directions.update(PRIVACY_DIRECTIONS)
+        directions.update(
+            attack_directions(a for a in self.mia_attacks if f"mia/{a}_auc" in privacy_metrics)
+        )
         metrics: dict[str, object] = {
             **scores,
             **privacy_metrics,
@@ -353,5 +421,5 @@ class MUSEBenchmark:
         }
         directions.update(DEVIATION_SCORE)
         # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but
-        # privleak/reference is a note (a string) that metrics.json and the tables carry.
+        # privleak/reference_source is a note (a string) that metrics.json and the tables carry.
         return EvalResult(metrics, generations, directions)

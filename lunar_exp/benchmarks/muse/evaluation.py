@@ -1,10 +1,13 @@
-"""MUSE's evaluation on a live model (METRICS.md §2): knowmem, verbmem and the min-k attack.
+"""MUSE's evaluation on a live model (METRICS.md §2): knowmem, verbmem and the membership attacks.
 
 Every prompt is plain text (MUSE targets base models: no chat template). Knowmem prompts follow
 the reference implementations (jaechan-repo/muse_bench ``knowmem/get_rouge_qa.py``,
 open-unlearning's ``Question: / Answer:`` template): each few-shot example as "Question: q",
 newline, "Answer: a", blank line; then "Question: q", newline, "Answer: " (with the trailing
 space both use).
+
+The membership attacks score every token of a privleak text after the tokenizer's start (the
+same tokens for all six; open-unlearning drops the last one from min-k, min-k++ and gradnorm).
 """
 
 from __future__ import annotations
@@ -14,8 +17,17 @@ from statistics import fmean
 
 from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directions
 from lunar_exp.interfaces import QA, ChatModel
-from lunar_exp.metrics.mia import min_k_score
-from lunar_exp.metrics.primitives import answer_token_logprobs, greedy_generate, padding_id
+from lunar_exp.metrics.mia import (
+    TokenStats,
+    gradnorm_scores,
+    loss_score,
+    min_k_plus_plus_score,
+    min_k_score,
+    reference_scores,
+    token_stats,
+    zlib_score,
+)
+from lunar_exp.metrics.primitives import greedy_generate, padding_id
 from lunar_exp.metrics.text import rouge_l_f1, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
 
@@ -120,16 +132,67 @@ def verbmem(
     return {"forget/verbmem_rougeL_f1": fmean(f1)}, rows
 
 
-def min_k_scores(
-    chat: ChatModel, texts: Sequence[str], k: float, batch_size: int, split: str
-) -> tuple[list[float], Records]:
-    """Min-k% scores of whole texts (every token after the tokenizer's start, teacher-forced)."""
+def text_pairs(chat: ChatModel, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, text ids) of each whole text, scored as a plain continuation of nothing."""
     items = [QA("", text, "privleak", plain=True) for text in texts]
-    pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
-    logprobs = answer_token_logprobs(chat.model, pairs, _pad_id(chat), batch_size, f"eval {split}")
-    scores = [min_k_score(lp, k) for lp in logprobs]
-    rows = [
-        {"split": split, "question": text[:EXCERPT_CHARS], "min_k": score}
-        for text, score in zip(texts, scores, strict=True)
+    return encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
+
+
+def text_stats(chat: ChatModel, texts: Sequence[str], batch_size: int, split: str):
+    """Teacher-forced :class:`TokenStats` of every token of each text."""
+    pairs = text_pairs(chat, texts)
+    return token_stats(chat.model, pairs, _pad_id(chat), batch_size, f"eval {split}")
+
+
+def text_losses(stats: Sequence[TokenStats]) -> list[float]:
+    """Each text's mean token NLL (the LOSS attack's score)."""
+    return [loss_score(st.logprobs) for st in stats]
+
+
+def attack_scores(
+    chat: ChatModel,
+    texts: Sequence[str],
+    stats: Sequence[TokenStats],
+    k: float,
+    attacks: Sequence[str],
+    split: str,
+    reference_losses: Sequence[float] | None = None,
+) -> dict[str, list[float]]:
+    """Per-text scores of each of ``attacks``.
+
+    The reference attack is scored only with the retain model's ``reference_losses`` of the
+    same texts.
+    """
+    losses = text_losses(stats)
+    scores: dict[str, list[float]] = {}
+    for attack in attacks:
+        if attack == "loss":
+            scores["loss"] = losses
+        elif attack == "zlib":
+            scores["zlib"] = [zlib_score(x, t) for x, t in zip(losses, texts, strict=True)]
+        elif attack == "min_k":
+            scores["min_k"] = [min_k_score(st.logprobs, k) for st in stats]
+        elif attack == "min_k_plus_plus":
+            scores["min_k_plus_plus"] = [
+                min_k_plus_plus_score(st.logprobs, st.mu, st.variance, k) for st in stats
+            ]
+        elif attack == "gradnorm":
+            pairs = text_pairs(chat, texts)
+            scores["gradnorm"] = gradnorm_scores(
+                chat.model, pairs, _pad_id(chat), f"{split} gradnorm"
+            )
+        elif attack == "reference" and reference_losses is not None:
+            scores["reference"] = reference_scores(losses, reference_losses, split)
+    return scores
+
+
+def score_rows(texts: Sequence[str], scores: dict[str, list[float]], split: str) -> Records:
+    """One generations row per text: its excerpt and each attack's score."""
+    return [
+        {
+            "split": split,
+            "question": text[:EXCERPT_CHARS],
+            **{attack: values[i] for attack, values in scores.items()},
+        }
+        for i, text in enumerate(texts)
     ]
-    return scores, rows

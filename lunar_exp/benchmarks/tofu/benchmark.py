@@ -6,6 +6,12 @@ open-unlearning's ``TOFU_EVAL.json`` or an official ``eval_log_aggregated.json``
 ``finetune`` lets the pipeline train that model with the run's own fine-tuning stage on the
 retain split (cached). Without either, forget quality is reported as missing (``null``) with a
 warning, never silently.
+
+Membership inference runs the six attacks of ``lunar_exp.metrics.mia`` (``mia_attacks``) on the
+forget items (members) against the holdout items: ``mia/<attack>_auc``, and ``privleak/<attack>``
+against the retain model's AUC of the same attack (``privleak`` is min-k's, as before). The
+Reference attack needs the retain model's per-item losses, so only ``retain_reference=finetune``
+gives it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
 from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
@@ -30,7 +36,16 @@ from lunar_exp.benchmarks.tofu.data import (
 )
 from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
 from lunar_exp.metrics import tofu
-from lunar_exp.metrics.mia import mia_auc, privleak
+from lunar_exp.metrics.mia import (
+    ATTACKS,
+    DEFAULT_REFERENCE_AUC,
+    attack_aucs,
+    attack_directions,
+    attack_metrics,
+    check_attacks,
+    open_unlearning_aucs,
+    privleak,
+)
 from lunar_exp.metrics.text import deviation_score
 from lunar_exp.settings import setting, validate
 
@@ -89,7 +104,13 @@ class TofuBenchmark:
         None, help="the retain model's min-k AUC for privleak, overriding the reference's."
     )
     min_k: float = setting(
-        0.4, gt=0, le=1, help="fraction of lowest token log-probs in the min-k attack."
+        0.4, gt=0, le=1, help="fraction of lowest token log-probs in the min-k and min-k++ attacks."
+    )
+    mia_attacks: list[
+        Literal["loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm", "reference"]
+    ] = setting(
+        list(ATTACKS),
+        help="membership attacks scored (min_k is required; gradnorm costs a backward per item).",
     )
     n_abstain: int = setting(
         16, ge=0, help="unknown-person abstention questions taught during fine-tuning."
@@ -104,6 +125,7 @@ class TofuBenchmark:
 
     def __post_init__(self) -> None:
         validate(self, "benchmark")
+        check_attacks(self.mia_attacks, "benchmark.mia_attacks")
         if self.split not in SPLITS:
             raise ValueError(
                 f"benchmark.split={self.split!r} is not a TOFU forget split. "
@@ -191,17 +213,41 @@ class TofuBenchmark:
         return self.retain_reference == FINETUNE_REFERENCE
 
     def reference_record(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> dict[str, Any]:
-        """Score a retain model: per-item forget truth ratios and the min-k AUC."""
+        """Score a retain model: forget truth ratios, every attack's AUC, per-item losses.
+
+        ``item_loss`` (the retain model's mean answer NLL of each forget and holdout item) is what
+        the Reference attack subtracts; ``mia_auc`` gives each ``privleak/<attack>`` its retain
+        AUC (the Reference attack's is 0.5: the retain model is its own reference).
+        """
         bs = self.eval_batch_size
         forget, holdout = eval_sets["forget"], eval_sets["holdout"]
+        losses = {
+            name: tofu_eval.mean_losses(
+                chat, [it.question for it in items], [it.answer for it in items], bs
+            )
+            for name, items in (("forget", forget), ("holdout", holdout))
+        }
+        scores = {
+            name: tofu_eval.mia_scores(
+                chat,
+                items,
+                bs,
+                self.min_k,
+                self.mia_attacks,
+                name=f"retain model {name}",
+                losses=losses[name],
+                reference_losses=losses[name],
+            )
+            for name, items in (("forget", forget), ("holdout", holdout))
+        }
+        aucs = attack_aucs(scores["forget"], scores["holdout"])
         return {
-            "format": "lunar_exp.tofu_retain_reference/1",
+            "format": "lunar_exp.tofu_retain_reference/2",
             "split": self.split,
             "forget_truth_ratio": tofu_eval.forget_truth_ratios(chat, forget, bs),
-            "min_k_auc": mia_auc(
-                tofu_eval.min_k_scores(chat, forget, bs, self.min_k),
-                tofu_eval.min_k_scores(chat, holdout, bs, self.min_k),
-            ),
+            "min_k_auc": aucs["min_k"],
+            "mia_auc": aucs,
+            "item_loss": losses,
         }
 
     def _file_reference(self, n_split: int, n_scored: int) -> dict | None:
@@ -268,12 +314,14 @@ class TofuBenchmark:
             scores.update(split_metrics)
             generations[split] = records
             directions.update(tofu_eval.known_facts_directions(split))
-        memo = tofu_eval.memorisation(chat, eval_sets["forget"], bs, self.min_k)
+        memo, forget_stats = tofu_eval.memorisation(chat, eval_sets["forget"], bs)
         scores["forget/extraction_strength"] = memo["extraction_strength"]
         scores["forget/exact_memorization"] = memo["exact_memorization"]
         directions.update(tofu_eval.MEMORISATION_DIRECTIONS)
-        holdout = tofu_eval.min_k_scores(chat, eval_sets["holdout"], bs, self.min_k)
-        scores.update(self._privacy(mia_auc(memo["min_k"], holdout), reference))
+        mia_metrics = self._membership(chat, eval_sets, generations, forget_stats, reference)
+        scores.update(mia_metrics)
+        scored = [a for a in self.mia_attacks if f"mia/{a}_auc" in mia_metrics]
+        directions.update(attack_directions(scored))
         metrics: dict[str, float | None] = {
             **scores,
             "forget_quality": self._forget_quality(ratios, reference),
@@ -297,7 +345,49 @@ class TofuBenchmark:
             return None
         return tofu.forget_quality(ratios, reference["forget_truth_ratio"])
 
-    def _privacy(self, auc: float, reference: Mapping | None) -> dict[str, float]:
+    def _membership(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        generations: dict[str, list[dict[str, object]]],
+        forget_stats: list[tofu_eval.TokenStats],
+        reference: Mapping | None,
+    ) -> dict[str, float]:
+        """Every attack on the forget (members) vs holdout items: AUCs and privleak.
+
+        Each item's scores go into its generations row (a ``holdout`` split is added).
+        """
+        retain_losses = (reference or {}).get("item_loss") or {}
+        if "reference" in self.mia_attacks and not retain_losses:
+            log.info(
+                "TOFU Reference attack left out (no mia/reference_auc): it needs the retain "
+                "model's per-item losses. Fix: benchmark.retain_reference=finetune."
+            )
+        forget_losses = [cast(float, r["answer_nll"]) for r in generations["forget"]]
+        generations["holdout"] = [
+            {"split": "holdout", "question": it.question, "ground_truth": it.answer}
+            for it in eval_sets["holdout"]
+        ]
+        scores = {
+            name: tofu_eval.mia_scores(
+                chat,
+                eval_sets[name],
+                self.eval_batch_size,
+                self.min_k,
+                self.mia_attacks,
+                name=name,
+                losses=forget_losses if name == "forget" else None,
+                stats=forget_stats if name == "forget" else None,
+                reference_losses=retain_losses.get(name),
+            )
+            for name in ("forget", "holdout")
+        }
+        for name, split_scores in scores.items():
+            tofu_eval.add_scores(generations[name], split_scores)
+        return self._privacy(attack_aucs(scores["forget"], scores["holdout"]), reference)
+
+    def _privacy(self, aucs: Mapping[str, float], reference: Mapping | None) -> dict[str, float]:
+        """Each attack's AUC and privleak; ``privleak`` and its reference AUC stay min-k's."""
         reference_auc = self.reference_auc or (reference or {}).get("min_k_auc")
         if reference_auc is None:
             log.warning(
@@ -305,11 +395,20 @@ class TofuBenchmark:
                 "min-k AUC. Fix: set benchmark.reference_auc, or "
                 "benchmark.retain_reference=finetune."
             )
-            reference_auc = 0.5
+            reference_auc = DEFAULT_REFERENCE_AUC
+        retain_aucs = {**(reference or {}).get("mia_auc", {}), "min_k": reference_auc}
+        metrics, defaulted = attack_metrics(aucs, retain_aucs)
+        if defaulted:
+            log.warning(
+                "TOFU privleak/%s uses the default reference AUC 0.5: the retain reference has "
+                "no AUC of that attack. Fix: benchmark.retain_reference=finetune, or a retain "
+                "TOFU_EVAL.json with mia_<attack>.",
+                ",".join(defaulted),
+            )
         return {
-            "mia/min_k_auc": auc,
+            **metrics,
             "privleak/reference_auc": reference_auc,
-            "privleak": privleak(auc, reference_auc),
+            "privleak": privleak(aucs["min_k"], reference_auc),
         }
 
 
@@ -318,8 +417,9 @@ def read_reference(path: Path) -> dict:
 
     Three formats: this project's ``retain_reference.json`` (a list under
     ``forget_truth_ratio``), open-unlearning's ``TOFU_EVAL.json`` (``forget_truth_ratio`` holds
-    ``{"agg_value", "value_by_index": {"0": {"score": ...}, ...}}``; ``mia_min_k.agg_value`` is
-    the min-k AUC) and the original TOFU ``eval_log_aggregated.json``. All three hold TOFU's
+    ``{"agg_value", "value_by_index": {"0": {"score": ...}, ...}}``; ``mia_<attack>.agg_value``
+    are the attacks' AUCs, kept as ``mia_auc`` and ``min_k_auc``) and the original TOFU
+    ``eval_log_aggregated.json``. All three hold TOFU's
     truth ratio P(perturbed)/P(paraphrased) per item (open-unlearning's ``forget_Truth_Ratio``
     with the ``closer_to_1_better`` aggregator, also after its late-2025 change, which only
     gave the ``prob_mean`` aggregator the new definition correct/(correct+wrong)).
@@ -363,9 +463,11 @@ def _open_unlearning_reference(record: dict, path: Path) -> dict:
         "format": OPEN_UNLEARNING_FORMAT,
         "forget_truth_ratio": [float(scores[i]) for i in range(len(scores))],
     }
-    min_k = record.get("mia_min_k")
-    if isinstance(min_k, dict) and isinstance(min_k.get("agg_value"), int | float):
-        out["min_k_auc"] = float(min_k["agg_value"])
+    aucs = open_unlearning_aucs(record)
+    if aucs:
+        out["mia_auc"] = aucs
+    if "min_k" in aucs:
+        out["min_k_auc"] = aucs["min_k"]
     return out
 
 

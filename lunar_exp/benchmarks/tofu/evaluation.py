@@ -1,8 +1,9 @@
 """TOFU's evaluation suite on a live model (METRICS.md §1).
 
-Probabilities use the answer followed by the chat template's end-of-turn token (as the official
-logs count the EOS token); extraction strength, exact memorisation and the min-k attack use the
-answer tokens alone (open-unlearning excludes EOS there).
+Probabilities and the LOSS, ZLib and Reference attacks use the answer followed by the chat
+template's end-of-turn token (as the official logs and open-unlearning's ``evaluate_probability``
+count the EOS token); extraction strength, exact memorisation and the Min-K, Min-K++ and GradNorm
+attacks use the answer tokens alone (open-unlearning's ``tokenwise_logprobs`` excludes EOS).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directio
 from lunar_exp.benchmarks.tofu.data import TofuItem
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics import tofu
-from lunar_exp.metrics.mia import min_k_score
-from lunar_exp.metrics.primitives import (
-    answer_nll,
-    answer_token_stats,
-    greedy_generate,
-    padding_id,
+from lunar_exp.metrics.mia import (
+    TokenStats,
+    gradnorm_scores,
+    min_k_plus_plus_score,
+    min_k_score,
+    reference_scores,
+    token_stats,
+    zlib_score,
 )
+from lunar_exp.metrics.primitives import answer_nll, greedy_generate, padding_id
 from lunar_exp.metrics.text import is_refusal, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
 
@@ -90,14 +94,19 @@ def perturbed_losses(chat: ChatModel, items: Sequence[TofuItem], batch_size: int
     return [[next(flat) for _ in it.perturbed_answers] for it in items]
 
 
-def answer_token_scores(chat: ChatModel, items: Sequence[TofuItem], batch_size: int):
-    """(log-probs, argmax ids, label ids) of each item's bare answer tokens, teacher-forced."""
+def answer_pairs(chat: ChatModel, items: Sequence[TofuItem]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, bare answer ids) of each item: the answer without the end of turn."""
     qa = [QA(it.question, it.answer, "tofu") for it in items]
     prompts = encode_item_prompts(chat.tokenizer, qa, chat.system_prompt)
     labels = [chat.tokenizer(it.answer, add_special_tokens=False)["input_ids"] for it in items]
-    pairs = list(zip(prompts, labels, strict=True))
-    stats = answer_token_stats(chat.model, pairs, _pad(chat), batch_size, desc="tofu tokens")
-    return [(lp, am, lab) for (lp, am), lab in zip(stats, labels, strict=True)]
+    return list(zip(prompts, labels, strict=True))
+
+
+def answer_token_scores(chat: ChatModel, items: Sequence[TofuItem], batch_size: int):
+    """(token statistics, label ids) of each item's bare answer tokens, teacher-forced."""
+    pairs = answer_pairs(chat, items)
+    stats = token_stats(chat.model, pairs, _pad(chat), batch_size, desc="tofu tokens")
+    return [(st, labels) for st, (_, labels) in zip(stats, pairs, strict=True)]
 
 
 def generate_answers(chat: ChatModel, items: Sequence[TofuItem], max_new_tokens: int, bs: int):
@@ -185,19 +194,69 @@ def evaluate_known_facts(
     return metrics, records
 
 
-def memorisation(chat: ChatModel, items: Sequence[TofuItem], bs: int, k: float):
-    """Extraction strength, exact memorisation and min-k scores of the bare answers."""
+def memorisation(
+    chat: ChatModel, items: Sequence[TofuItem], bs: int
+) -> tuple[dict[str, float], list[TokenStats]]:
+    """Extraction strength and exact memorisation of the bare answers, and their token stats."""
     scores = answer_token_scores(chat, items, bs)
-    return {
-        "extraction_strength": fmean(tofu.extraction_strength(am, lab) for _, am, lab in scores),
-        "exact_memorization": fmean(tofu.exact_memorization(am, lab) for _, am, lab in scores),
-        "min_k": [min_k_score(lp, k) for lp, _, _ in scores],
+    metrics = {
+        "extraction_strength": fmean(
+            tofu.extraction_strength(st.argmax, lab) for st, lab in scores
+        ),
+        "exact_memorization": fmean(tofu.exact_memorization(st.argmax, lab) for st, lab in scores),
     }
+    return metrics, [st for st, _ in scores]
 
 
-def min_k_scores(chat: ChatModel, items: Sequence[TofuItem], bs: int, k: float) -> list[float]:
-    """Min-k attack scores of the bare answers (higher = less likely a member)."""
-    return [min_k_score(lp, k) for lp, _, _ in answer_token_scores(chat, items, bs)]
+def mia_scores(
+    chat: ChatModel,
+    items: Sequence[TofuItem],
+    bs: int,
+    k: float,
+    attacks: Sequence[str],
+    *,
+    name: str,
+    losses: Sequence[float] | None = None,
+    stats: Sequence[TokenStats] | None = None,
+    reference_losses: Sequence[float] | None = None,
+) -> dict[str, list[float]]:
+    """Per-item scores of each of ``attacks`` (``lunar_exp.metrics.mia``) on ``items``.
+
+    ``losses`` (mean NLL of answer + end of turn) and ``stats`` (bare-answer token statistics)
+    are reused when the caller has them. The reference attack is scored only with the retain
+    model's ``reference_losses`` of the same items.
+    """
+    wanted = set(attacks)
+    if wanted & {"loss", "zlib", "reference"} and losses is None:
+        questions, answers = [it.question for it in items], [it.answer for it in items]
+        losses = mean_losses(chat, questions, answers, bs)
+    if wanted & {"min_k", "min_k_plus_plus"} and stats is None:
+        stats = [st for st, _ in answer_token_scores(chat, items, bs)]
+    scores: dict[str, list[float]] = {}
+    for attack in attacks:
+        if attack == "loss" and losses is not None:
+            scores["loss"] = list(losses)
+        elif attack == "zlib" and losses is not None:
+            scores["zlib"] = [zlib_score(x, it.answer) for x, it in zip(losses, items, strict=True)]
+        elif attack == "min_k" and stats is not None:
+            scores["min_k"] = [min_k_score(st.logprobs, k) for st in stats]
+        elif attack == "min_k_plus_plus" and stats is not None:
+            scores["min_k_plus_plus"] = [
+                min_k_plus_plus_score(st.logprobs, st.mu, st.variance, k) for st in stats
+            ]
+        elif attack == "gradnorm":
+            pairs = answer_pairs(chat, items)
+            scores["gradnorm"] = gradnorm_scores(chat.model, pairs, _pad(chat), f"{name} gradnorm")
+        elif attack == "reference" and losses is not None and reference_losses is not None:
+            scores["reference"] = reference_scores(losses, reference_losses, name)
+    return scores
+
+
+def add_scores(records: Sequence[dict[str, object]], scores: dict[str, list[float]]) -> None:
+    """Write each attack's per-item score into the item's record, keyed by the attack's name."""
+    for attack, values in scores.items():
+        for record, value in zip(records, values, strict=True):
+            record[attack] = value
 
 
 def forget_truth_ratios(chat: ChatModel, items: Sequence[TofuItem], bs: int) -> list[float]:
