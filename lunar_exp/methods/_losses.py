@@ -67,3 +67,75 @@ def wga_loss(token_nll: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.
     mask = mask.to(token_nll.dtype)
     weight = torch.exp(-beta * token_nll).detach()
     return -(weight * token_nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+def satimp_loss(
+    token_nll: torch.Tensor, mask: torch.Tensor, beta1: float, beta2: float
+) -> torch.Tensor:
+    """SatImp: -sum_t w_t * ce_t / sum_t m_t with w_t = p_t^beta1 * (1 - p_t)^beta2, detached.
+
+    Same inputs and token mean over the batch as :func:`wga_loss`; the saturation factor
+    p_t^beta1 favours tokens the model already finds likely, the importance factor (1 - p_t)^beta2
+    those it does not yet predict with certainty. beta1 = beta, beta2 = 0 is WGA.
+    """
+    mask = mask.to(token_nll.dtype)
+    prob = torch.exp(-token_nll).detach()
+    weight = prob**beta1 * (1 - prob) ** beta2
+    return -(weight * token_nll * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _token_mean(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Mean over answer tokens; zero (keeping the graph) when there are none."""
+    return values.mean() if values.numel() else like.sum() * 0.0
+
+
+def undial_loss(
+    logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, labels: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """UNDIAL: cross-entropy to the teacher's distribution with the label's logit lowered by beta.
+
+    One row per answer token: ``logprobs [n, vocab]`` are the student's log-softmax,
+    ``teacher_logprobs [n, vocab]`` the frozen teacher's (log-softmax or logits: the target
+    softmax(teacher - beta * onehot(label)) does not change under a per-row shift), ``labels [n]``
+    the answer tokens. Returns -mean_n sum_v q_v log p_v; the target q carries no gradient.
+    """
+    adjusted = teacher_logprobs.detach().clone()
+    adjusted[torch.arange(len(labels)), labels] -= beta
+    target = torch.softmax(adjusted, dim=-1)
+    return _token_mean(-(target * logprobs).sum(-1), logprobs)
+
+
+def ceu_loss(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE-U: cross-entropy to the model's own distribution with the label's probability set to 0.
+
+    One row per answer token (``logprobs [n, vocab]`` log-softmax, ``labels [n]``). The target
+    q = softmax(logits with the label at -inf) is detached, so the gradient on the logits is
+    p - q: it lowers the label's probability by p_label and spreads it over the other tokens in
+    proportion to their current probabilities. Mean over the rows.
+    """
+    masked = logprobs.detach().clone()
+    masked[torch.arange(len(labels)), labels] = float("-inf")
+    target = torch.softmax(masked, dim=-1)
+    return _token_mean(-(target * logprobs).sum(-1), logprobs)
+
+
+def logit_margin_loss(logprobs: torch.Tensor) -> torch.Tensor:
+    """PDU's logit-margin flattening loss: mean over rows of (max_v z_v - mean_v z_v)^2.
+
+    ``logprobs [n, vocab]`` (log-softmax or logits: both max and mean move with a per-row shift,
+    so their difference does not). Zero exactly when the row's distribution is uniform.
+    """
+    margin = logprobs.max(dim=-1).values - logprobs.mean(dim=-1)
+    return _token_mean(margin**2, logprobs)
+
+
+def primal_dual_loss(
+    forget_loss: torch.Tensor, retain_loss: torch.Tensor, dual: float, eps: float, gamma: float
+) -> torch.Tensor:
+    """PDU's Lagrangian: gamma * forget + lambda * (retain - eps), lambda the dual variable."""
+    return gamma * forget_loss + dual * (retain_loss - eps)
+
+
+def dual_ascent(dual: float, retain_loss: float, eps: float, step: float) -> float:
+    """One projected ascent step on lambda: max(0, lambda + step * (retain - eps))."""
+    return max(0.0, dual + step * (retain_loss - eps))

@@ -5,12 +5,17 @@ import torch
 
 from lunar_exp.hooks import capture_block_outputs, count_hooks
 from lunar_exp.methods._loop import TrainLoop, answer_logprobs, encode_items
+from lunar_exp.methods.altpo import AltPO
+from lunar_exp.methods.ceu import CEU
 from lunar_exp.methods.ga import GA
 from lunar_exp.methods.graddiff import GradDiff
 from lunar_exp.methods.idkdpo import IdkDPO
 from lunar_exp.methods.npo import NPO
+from lunar_exp.methods.pdu import PDU
 from lunar_exp.methods.rmu import RMU
+from lunar_exp.methods.satimp import SatImp
 from lunar_exp.methods.simnpo import SimNPO
+from lunar_exp.methods.undial import UNDIAL
 from lunar_exp.methods.wga import WGA
 
 FAST = TrainLoop(lr=1e-3, epochs=3, batch_size=2, weight_decay=0.0)
@@ -33,8 +38,25 @@ def forget_nll(chat, data):
         SimNPO(loop=FAST),
         IdkDPO(loop=FAST),
         WGA(loop=FAST),
+        SatImp(loop=FAST),
+        UNDIAL(loop=FAST),
+        CEU(loop=FAST),
+        AltPO(num_alternates=2, max_new_tokens=8, loop=FAST),
+        PDU(alpha=1.0, dual_warmup_epochs=1, loop=FAST),
     ],
-    ids=["ga", "graddiff", "npo", "simnpo", "idkdpo", "wga"],
+    ids=[
+        "ga",
+        "graddiff",
+        "npo",
+        "simnpo",
+        "idkdpo",
+        "wga",
+        "satimp",
+        "undial",
+        "ceu",
+        "altpo",
+        "pdu",
+    ],
 )
 def test_forget_likelihood_falls(tiny_target, toy_data, method):
     tiny_chat = tiny_target
