@@ -84,6 +84,23 @@ def test_a_cached_target_is_loaded_by_every_rank(runs):
     assert "Target model loaded from cache" in again.stderr + again.stdout
 
 
+def test_accelerate_launch_forms_the_same_group(runs):
+    # `accelerate launch --multi_gpu` (what a GPU node runs) starts torchrun's workers with the
+    # same environment; without CUDA the group is gloo, so this is the GPU launch path on CPU.
+    tmp, _, _ = runs
+    env = dict(os.environ, LUNAR_EXP_CACHE=str(tmp / "cache2"), HYDRA_FULL_ERROR="0")
+    env["OMP_NUM_THREADS"] = "1"
+    launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd = [sys.executable, *launch, "-m", "lunar_exp", f"paths.output_root={tmp / 'out3'}"]
+    cmd += ["+exp=smoke", "method=npo", "threads=1"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics, torchrun_metrics = _metrics(tmp / "out3", "npo"), _metrics(tmp / "out2", "npo")
+    assert (metrics["dist/world_size"], metrics["dist/strategy"]) == (2, "fsdp2")
+    assert metrics["forget/answer_nll"] == pytest.approx(torchrun_metrics["forget/answer_nll"])
+
+
 def test_bench_fsdp_script_halves_the_tiny_models_state(tmp_path):
     out = tmp_path / "bench_fsdp.json"
     cmd = [sys.executable, "scripts/bench_fsdp.py", "--models", "tiny", "--out", str(out)]
