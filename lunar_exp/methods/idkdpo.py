@@ -1,8 +1,10 @@
 """IdkDPO: DPO that prefers an "I don't know" answer to the forget answer (Maini et al. 2024).
 
 Reference implementation: locuslab/open-unlearning @ d3d7cf9, ``src/trainer/unlearn/dpo.py``.
-The "I don't know" answers are the benchmark's own abstention answers (``QA.abstention``). As in
-NPO, the frozen reference model's log-probabilities are computed once before training.
+The "I don't know" answers are the benchmark's own abstention answers (``QA.abstention``: TOFU
+draws one per forget item from its 100-answer ``idontknow.jsonl`` with ``benchmark.idk_path``, as
+open-unlearning does), else one fixed sentence. As in NPO, the frozen reference model's
+log-probabilities are computed once before training.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import datasets
 import pytest
 
 from lunar_exp.benchmarks.tofu import data as tofu_data
-from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_reference
+from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_idk_answers, read_reference
 from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
 from lunar_exp.interfaces import TrainsRetainModel
 from lunar_exp.metrics.mia import ATTACKS, privleak
@@ -320,3 +320,31 @@ def test_dropped_attacks_are_neither_scored_nor_reported(tiny_chat):
     reported = {key for key in result.metrics if key.startswith("mia/")}
     assert reported == {"mia/min_k_auc", "mia/loss_auc"}
     assert "gradnorm" not in result.generations["holdout"][0]
+
+
+IDK = TOFU / "locuslab_tofu" / "idontknow.jsonl"
+
+
+@needs_shared()
+def test_each_forget_item_draws_an_idk_answer_from_the_file():
+    answers = set(IDK.read_text().splitlines()) - {""}
+    assert len(answers) >= 99
+    forget = small_tofu(idk_path=str(IDK)).load().unlearn.forget
+    drawn = [qa.abstention for qa in forget]
+    assert all(a in answers for a in drawn)
+    assert len(set(drawn)) > 5  # drawn per item, not one sentence for all
+    assert drawn == [qa.abstention for qa in small_tofu(idk_path=str(IDK)).load().unlearn.forget]
+    other_seed = small_tofu(idk_path=str(IDK), seed=1).load().unlearn.forget
+    assert drawn != [qa.abstention for qa in other_seed]
+    assert all(qa.abstention is None for qa in small_tofu().load().unlearn.forget)
+
+
+def test_an_idk_file_is_read_as_lines_and_checked(tmp_path):
+    path = tmp_path / "idk.jsonl"
+    path.write_text('I have no idea.\n\n"Not sure, sorry."\n')
+    assert read_idk_answers(path) == ["I have no idea.", "Not sure, sorry."]
+    path.write_text("\n \n")
+    with pytest.raises(ValueError, match="holds no answer. Fix:"):
+        read_idk_answers(path)
+    with pytest.raises(FileNotFoundError, match="benchmark.idk_path=.* not found. Fix:"):
+        read_idk_answers(tmp_path / "none.jsonl")

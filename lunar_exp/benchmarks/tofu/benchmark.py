@@ -16,6 +16,7 @@ gives it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -122,6 +123,12 @@ class TofuBenchmark:
     eval_batch_size: int = setting(16, ge=1, help="sequences per batch.")
     hub_id: str = setting("locuslab/TOFU", help="dataset repository on the hub.")
     seed: int = setting(0, help="seed of the generated abstention and reference questions.")
+    idk_path: str | None = setting(
+        None,
+        help="\"I don't know\" answers, one a line (TOFU's idontknow.jsonl): each forget item "
+        "gets one, drawn with the seed (QA.abstention, IdkDPO's preferred answer); None: "
+        "IdkDPO's one fixed sentence.",
+    )
 
     def __post_init__(self) -> None:
         validate(self, "benchmark")
@@ -175,7 +182,7 @@ class TofuBenchmark:
             "holdout": _limit(to_items(source.records(holdout_split)), self.limits["holdout"]),
         }
         data = UnlearnData(
-            tuple(_as_qa(forget, "forget_author")),
+            tuple(self._with_idk_answers(_as_qa(forget, "forget_author"))),
             tuple(_as_qa(retain, "author")),
             *self._unknown_questions(),
         )
@@ -198,6 +205,14 @@ class TofuBenchmark:
                 "Fix: use the TOFU *_perturbed evaluation files."
             )
         return perturbed
+
+    def _with_idk_answers(self, items: list[QA]) -> list[QA]:
+        """``items`` with an "I don't know" answer each, drawn from ``idk_path`` (seeded)."""
+        if self.idk_path is None:
+            return items
+        answers = read_idk_answers(Path(self.idk_path))
+        rng = random.Random(self.seed)
+        return [dataclasses.replace(qa, abstention=rng.choice(answers)) for qa in items]
 
     def _unknown_questions(self) -> tuple[tuple[QA, ...], tuple[QA, ...]]:
         rng = random.Random(self.seed)
@@ -442,6 +457,28 @@ def read_reference(path: Path) -> dict:
         "official TOFU eval_log_aggregated.json (key eval_log_forget.json). Fix: point "
         "benchmark.retain_reference at one of those."
     )
+
+
+def read_idk_answers(path: Path) -> list[str]:
+    """The non-empty lines of an "I don't know" file (plain text or one JSON string a line)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"benchmark.idk_path={str(path)!r} not found. Fix: point it at TOFU's "
+            "idontknow.jsonl (one answer a line) or set benchmark.idk_path=null."
+        )
+    answers = []
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if text.startswith('"'):
+            text = json.loads(text)
+        if text:
+            answers.append(text)
+    if not answers:
+        raise ValueError(
+            f"benchmark.idk_path={str(path)!r} holds no answer. Fix: one answer a line, or "
+            "benchmark.idk_path=null."
+        )
+    return answers
 
 
 def _open_unlearning_reference(record: dict, path: Path) -> dict:
