@@ -10,10 +10,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _plan(*overrides: str) -> subprocess.CompletedProcess:
+def _plan(*overrides: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = str(ROOT)  # the package, whatever the working directory
     command = [sys.executable, "-m", "lunar_exp.plan", *overrides]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_the_planner_writes_nothing(tmp_path):
+    # Hydra's default job logging would leave an empty lunar_exp.log in the working directory.
+    done = _plan("+exp=tofu_llama", "method=lunar", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Peak per GPU" in done.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tofu_llama_npo_prints_a_peak_per_gpu(tmp_path):
