@@ -26,7 +26,8 @@ from lunar_exp import distributed
 from lunar_exp.bookkeeping.loggers import log_train_step
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.methods._activations import forward_until
-from lunar_exp.metrics.primitives import padding_id, pair_batch, token_nll
+from lunar_exp.methods._losses import nll_loss
+from lunar_exp.metrics.primitives import next_token_logprobs, padding_id, pair_batch, token_nll
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.settings import setting, validate
 from lunar_exp.training import (
@@ -81,6 +82,45 @@ def answer_logprobs(
     nll, valid = token_nll(model, ids, mask, labels)
     total = nll.sum(-1)
     return -total, total / valid.sum(-1).clamp(min=1)
+
+
+def answer_token_logprobs(
+    model: PreTrainedModel,
+    pairs: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+    skip_first: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax rows ``[n, vocab]`` at the positions that predict answer tokens, and the tokens.
+
+    Rows follow the pairs in order, each pair's answer tokens left to right; ``skip_first`` drops
+    the first answer tokens of every pair.
+    """
+    ids, mask, labels = (t.to(model.device) for t in pair_batch(pairs, pad_id))
+    logprobs, _, valid = next_token_logprobs(model, ids, mask, labels)
+    if skip_first:
+        valid = valid & (valid.cumsum(-1) > skip_first)
+    return logprobs[valid], labels[:, 1:][valid]
+
+
+def with_retain_term(
+    model: PreTrainedModel,
+    forget_loss: torch.Tensor,
+    gamma: float,
+    alpha: float,
+    retain_pairs: Sequence[tuple[list[int], list[int]]],
+    pad_id: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``gamma * forget_loss``, plus ``alpha`` x the retain answers' NLL when ``alpha`` is not 0.
+
+    For the methods whose retain term is optional (UNDIAL, CE-U: none in their papers); returns
+    the loss and its logged parts.
+    """
+    loss, parts = gamma * forget_loss, {"forget_loss": forget_loss.item()}
+    if alpha:
+        _, r_nll = answer_logprobs(model, retain_pairs, pad_id)
+        r_loss = nll_loss(r_nll)
+        loss, parts["retain_loss"] = loss + alpha * r_loss, r_loss.item()
+    return loss, {"loss": loss.item(), **parts}
 
 
 @torch.no_grad()

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     TrainLoop,
-    answer_logprobs,
+    answer_token_logprobs,
     encode_items,
     loop_setting,
     run_unlearning,
     trainable_params_setting,
+    with_retain_term,
 )
-from lunar_exp.methods._losses import ceu_loss, nll_loss
-from lunar_exp.methods.undial import answer_token_logprobs
+from lunar_exp.methods._losses import ceu_loss
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.settings import setting, validate
 
@@ -50,12 +50,8 @@ class CEU:
             model = chat.model  # read when called: the loop may train a sharded copy
             rows, tokens = answer_token_logprobs(model, [forget[i] for i in forget_idx], pad, skip)
             f_loss = ceu_loss(rows, tokens)
-            loss, parts = self.gamma * f_loss, {"forget_loss": f_loss.item()}
-            if self.alpha:
-                _, r_nll = answer_logprobs(model, [retain[i] for i in retain_idx], pad)
-                r_loss = nll_loss(r_nll)
-                loss, parts["retain_loss"] = loss + self.alpha * r_loss, r_loss.item()
-            return loss, {"loss": loss.item(), **parts}
+            retain_pairs = [retain[i] for i in retain_idx]
+            return with_retain_term(model, f_loss, self.gamma, self.alpha, retain_pairs, pad)
 
         return run_unlearning(
             chat, batch_loss, len(forget), len(retain), self.trainable_params, self.loop, "ceu"

@@ -21,13 +21,13 @@ from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     TrainLoop,
     answer_logprobs,
+    answer_token_logprobs,
     encode_items,
     loop_setting,
     run_unlearning,
     trainable_params_setting,
 )
 from lunar_exp.methods._losses import dual_ascent, logit_margin_loss, nll_loss, primal_dual_loss
-from lunar_exp.methods.undial import answer_token_logprobs
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.settings import setting, validate
 

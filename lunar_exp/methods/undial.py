@@ -25,32 +25,18 @@ from transformers import PreTrainedModel
 from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._loop import (
     TrainLoop,
-    answer_logprobs,
+    answer_token_logprobs,
     encode_items,
     loop_setting,
     run_unlearning,
     trainable_params_setting,
+    with_retain_term,
 )
-from lunar_exp.methods._losses import nll_loss, undial_loss
-from lunar_exp.metrics.primitives import next_token_logprobs, padding_id, pair_batch
+from lunar_exp.methods._losses import undial_loss
+from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.settings import setting, validate
 
 Pairs = Sequence[tuple[list[int], list[int]]]
-
-
-def answer_token_logprobs(
-    model: PreTrainedModel, pairs: Pairs, pad_id: int, skip_first: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-softmax rows ``[n, vocab]`` at the positions that predict answer tokens, and the tokens.
-
-    Rows follow the pairs in order, each pair's answer tokens left to right; ``skip_first`` drops
-    the first answer tokens of every pair.
-    """
-    ids, mask, labels = (t.to(model.device) for t in pair_batch(pairs, pad_id))
-    logprobs, _, valid = next_token_logprobs(model, ids, mask, labels)
-    if skip_first:
-        valid = valid & (valid.cumsum(-1) > skip_first)
-    return logprobs[valid], labels[:, 1:][valid]
 
 
 @torch.no_grad()
@@ -90,12 +76,8 @@ class UNDIAL:
             student, tokens = answer_token_logprobs(model, [forget[i] for i in forget_idx], pad)
             target = torch.cat([teacher[i] for i in forget_idx]).to(student.device)
             f_loss = undial_loss(student, target, tokens, self.beta)
-            loss, parts = self.gamma * f_loss, {"forget_loss": f_loss.item()}
-            if self.alpha:
-                _, r_nll = answer_logprobs(model, [retain[i] for i in retain_idx], pad)
-                r_loss = nll_loss(r_nll)
-                loss, parts["retain_loss"] = loss + self.alpha * r_loss, r_loss.item()
-            return loss, {"loss": loss.item(), **parts}
+            retain_pairs = [retain[i] for i in retain_idx]
+            return with_retain_term(model, f_loss, self.gamma, self.alpha, retain_pairs, pad)
 
         outcome = run_unlearning(
             chat, batch_loss, len(forget), len(retain), self.trainable_params, self.loop, "undial"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lunar_exp.methods import _losses as L
+from lunar_exp.methods._loop import answer_token_logprobs
 from lunar_exp.methods.ceu import CEU
-from lunar_exp.methods.undial import answer_token_logprobs
 
 LN2 = math.log(2.0)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lunar_exp.methods import _losses as L
-from lunar_exp.methods._loop import TrainLoop, encode_items
-from lunar_exp.methods.undial import UNDIAL, answer_token_logprobs, teacher_rows
+from lunar_exp.methods._loop import TrainLoop, answer_token_logprobs, encode_items
+from lunar_exp.methods.undial import UNDIAL, teacher_rows
 
 LN2 = math.log(2.0)
 TEACHER = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]]).log()
