@@ -203,3 +203,57 @@ def redirect_down_proj(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def residual_writers(model: PreTrainedModel) -> list[nn.Module]:
+    """Every module that writes into the residual stream of a Llama-style model.
+
+    The token embedding, then each block's attention output projection (``self_attn.o_proj``)
+    and MLP output projection (``mlp.down_proj``), in order.
+    """
+    writers: list[nn.Module] = [model.get_input_embeddings()]
+    for block in decoder_layers(model):
+        writers.append(block.get_submodule("self_attn").get_submodule("o_proj"))
+        writers.append(down_proj(block))
+    return writers
+
+
+@contextmanager
+def ablate_direction(model: PreTrainedModel, direction: torch.Tensor) -> Iterator[None]:
+    """Project ``direction`` out of everything written to the residual stream (Arditi et al.).
+
+    Each writer's output ``x`` becomes ``x - (x . d) d`` with ``d`` the unit direction, at every
+    position, so no layer can add a component along ``d``: the residual stream stays orthogonal
+    to it throughout (the paper's "directional ablation").
+    """
+    unit = direction.float() / direction.float().norm().clamp(min=1e-12)
+    handles = []
+    try:
+        for module in residual_writers(model):
+
+            def hook(_module, _args, output):
+                d = unit.to(output.device, output.dtype)
+                return output - (output @ d).unsqueeze(-1) * d
+
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def map_block_output(model: PreTrainedModel, layer: int, transform: nn.Module) -> Iterator[None]:
+    """Replace block ``layer``'s output hidden state ``h`` by ``transform(h)`` at every position."""
+    block = decoder_layers(model)[layer]
+
+    def hook(_module, _args, output):
+        hidden = _hidden(output)
+        moved = transform(hidden).to(hidden.dtype)
+        return (moved, *output[1:]) if isinstance(output, tuple) else moved
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -171,6 +171,52 @@ class EdgeSplit(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class RequestUnits:
+    """What sequential requests (``method.requests``) name on a :class:`SplitsRequests` benchmark.
+
+    Attributes:
+        names: every unit of the run's forget set, in data order; a unit is a ``QA.edge`` of
+            ``UnlearnData.forget`` (TOFU: ``forget_author_000``; MUSE: ``forget:doc12``).
+        kind: what a unit is, for messages ("forget author", "forget document").
+        limit: the setting that shrinks the forget set, for messages (``benchmark.forget_authors``).
+    """
+
+    names: tuple[str, ...]
+    kind: str
+    limit: str
+
+
+@runtime_checkable
+class SplitsRequests(Protocol):
+    """A benchmark whose forget set can be unlearned in sequential requests (``method.requests``).
+
+    The requests split the run's forget set: together they name every unit of
+    :meth:`request_units` once; each request unlearns its units' items against the unchanged retain
+    set, and every evaluation scores the run's own evaluation sets (so the result after the last
+    request is comparable with a one-shot run). :meth:`request_scores` restricts an evaluation to
+    one request's items.
+    """
+
+    def request_units(self, data: UnlearnData) -> RequestUnits:
+        """The units a request may name: the edges of ``data.forget``, in order."""
+        ...
+
+    def request_scores(
+        self,
+        result: EvalResult,
+        eval_sets: Mapping[str, Any],
+        units: Collection[str],
+        reference: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """Forget metrics of ``result`` over the evaluation items of ``units`` only.
+
+        Keys are the evaluation's own (``forget/rouge1_recall`` at least, when ``units`` have
+        scored items); a metric a subset cannot give is left out.
+        """
+        ...
+
+
 @runtime_checkable
 class Method(Protocol):
     """An unlearning method (``conf/method/``): edits ``chat.model`` in place.

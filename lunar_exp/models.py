@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lunar_exp.bookkeeping import cache
+from lunar_exp.bookkeeping import cache, identity
 from lunar_exp.interfaces import ChatModel
 from lunar_exp.prompts import special_id
 
@@ -59,9 +59,13 @@ def _strip_gguf_quantizer(model: PreTrainedModel) -> None:
 def _load_gguf(
     gguf: Path, dtype: torch.dtype, cache_dir: Path
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a GGUF file once, then from a cached float safetensors copy (0.5 s instead of ~25 s)."""
-    stat = gguf.stat()
-    entry = cache_dir / "models" / f"gguf-{cache.config_key(str(gguf), stat.st_size, str(dtype))}"
+    """Load a GGUF file once, then from a cached float safetensors copy (0.5 s instead of ~25 s).
+
+    The copy is keyed by the file's contents (hash memoized by path, size and times), so the same
+    file reached through another path (a second virtualenv, a symlink) reuses it.
+    """
+    digest = identity.file_sha256(gguf, cache_dir / "hashes")
+    entry = cache_dir / "models" / f"gguf-{cache.config_key(digest, str(dtype))}"
     if cache.read_entry(entry) is None:
         log.info("Converting %s to a %s safetensors copy in %s (once)", gguf.name, dtype, entry)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

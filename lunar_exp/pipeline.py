@@ -19,10 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lunar_exp import distributed, retain_reference, sequential
+from lunar_exp import distributed, fluency, retain_reference, sequential
 from lunar_exp.attacks._common import AttackTarget, no_control
 from lunar_exp.attacks.runner import AttackResults, check_attacks, run_attacks
-from lunar_exp.bookkeeping import cache, outputs, resume
+from lunar_exp.bookkeeping import cache, identity, open_unlearning, outputs, resume
 from lunar_exp.bookkeeping.loggers import logging_run
 from lunar_exp.bookkeeping.offline import check_hub_access
 from lunar_exp.data_checks import check_unlearn_data
@@ -39,13 +39,15 @@ from lunar_exp.interfaces import (
     Utility,
 )
 from lunar_exp.methods import build_method
+from lunar_exp.methods.none import NoUnlearning, check_attack_layers_given
 from lunar_exp.metrics.primitives import batch_token_budget
 from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
 
 # Bump when evaluation code changes, so stored target-model evaluations are not reused.
-EVAL_VERSION = 3  # 2: MRR and top-hit rate (qa_eval); 3: metric directions stored
+# 4: coherence (degeneration, distinct-2, coherent refusals, fluency) in metrics and records
+EVAL_VERSION = 4  # 2: MRR and top-hit rate (qa_eval); 3: metric directions stored
 # Which way is better for every metrics.json key (True higher, False lower, None closeness to a
 # target or no preference declared); the keys are metrics.json's, prefixes included.
 DIRECTIONS_FILE = "metric_directions.json"
@@ -128,6 +130,7 @@ class _Stages:
     eval_data: UnlearnData
     eval_sets: Mapping[str, Any]
     reference: Mapping[str, Any] | None
+    recorded_judge: fluency.Judge | None = None  # method=none: the judge the checkpoint names
     seconds: dict[str, float] = field(default_factory=lambda: {"eval": 0.0, "unlearn": 0.0})
 
     @property
@@ -151,7 +154,8 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         outcome, seq = _unlearn(run, before)
     control = outcome.control or no_control
     with _timed(run, "eval"), control(run.chat):
-        after = run.evaluate()
+        # method=none: the model was not changed, so its one evaluation is also the "after" one
+        after = before if isinstance(run.method, NoUnlearning) else run.evaluate()
     target = AttackTarget(
         chat=run.chat,
         data=run.eval_data,
@@ -162,9 +166,12 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         after=after,
         reference=run.reference,
         control=control,
+        run_dir=run_dir,
     )
     attacks = run_attacks(run.attacks, target)
-    _write_artifacts(run, before, after, outcome, attacks)
+    _write_artifacts(run, ft.path, after, outcome, attacks)
+    _score_fluency(run, ft.path, before, after)  # last: it swaps the target model back in
+    outputs.write_generations(run.run_dir / "generations.jsonl", before, after)
     metrics: dict[str, object] = {f"before/{k}": v for k, v in before.metrics.items()}
     directions: dict[str, bool | None] = {f"before/{k}": v for k, v in before.directions.items()}
     for part, ways in (
@@ -179,6 +186,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         "time/finetune_s": ft.seconds,
         "time/unlearn_s": run.seconds["unlearn"],
         "time/eval_s": run.seconds["eval"],
+        "time/fluency_s": run.seconds.get("fluency", 0.0),
         "finetune/cached": ft.cached,
         "before/cached": before_cached,
         "resources/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -222,10 +230,12 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
     requests = cfg.method.get("requests")
     eval_data, eval_sets = data, bench.eval_sets
     if requests is not None:
-        requests = sequential.check_requests(OmegaConf.to_container(requests), data, benchmark)
+        requests = sequential.check_requests(requests, data, benchmark)
         eval_data = sequential.evaluation_data(data, requests)
-        eval_sets = sequential.evaluation_sets(benchmark, data, requests)
+        eval_sets = sequential.evaluation_sets(benchmark, data, requests, bench.eval_sets)
     check_attacks(attacks, chat, data)
+    if isinstance(method, NoUnlearning):
+        _check_evaluation_only(attacks, requests)
     reference = retain_reference.prepare(cfg, benchmark, bench, model_cache_key(cfg), run_dir)
     return _Stages(
         cfg=cfg,
@@ -241,7 +251,20 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
         eval_data=eval_data,
         eval_sets=eval_sets,
         reference=reference,
+        recorded_judge=fluency.recorded_judge(cfg.model)
+        if isinstance(method, NoUnlearning)
+        else None,
     )
+
+
+def _check_evaluation_only(attacks: dict[str, Attack], requests: object) -> None:
+    """method=none takes no sequential requests, nor attacks aimed at a method's edit."""
+    if requests is not None:
+        raise ValueError(
+            "method=none unlearns nothing, so it takes no method.requests. Fix: drop "
+            "method.requests, or pick an unlearning method."
+        )
+    check_attack_layers_given(attacks)
 
 
 def _unlearn(
@@ -274,31 +297,68 @@ def _timed(run: _Stages, stage: str) -> Iterator[None]:
         run.seconds[stage] += time.perf_counter() - start
 
 
-def _write_artifacts(run: _Stages, before, after, outcome, attacks: AttackResults) -> None:
+def _write_artifacts(
+    run: _Stages, target_path: str, after: EvalResult, outcome, attacks: AttackResults
+) -> None:
     """Generations, the method's tensors and info, attack records and (optionally) the model."""
     if run.cfg.save_model and distributed.is_main():
+        if outcome.control is not None:
+            log.warning(
+                "save_model=true saves the weights, but this method unlearns at inference time "
+                "(a hook, e.g. LUNAR mode=hook): unlearned_model/ holds the model without it. "
+                "Use method.mode=edit to save the unlearned model."
+            )
         run.chat.model.save_pretrained(run.run_dir / "unlearned_model", safe_serialization=True)
         run.chat.tokenizer.save_pretrained(run.run_dir / "unlearned_model")
-    outputs.write_generations(run.run_dir / "generations.jsonl", before, after)
+        judge = _judge(run, target_path) or fluency.run_judge(run.cfg.model, "")
+        fluency.record_judge(run.run_dir / "unlearned_model", judge)
+    open_unlearning.write_eval_ou(run.run_dir, run.benchmark.name, after)
     outputs.write_unlearn_artifacts(run.run_dir, outcome)
     if run.attacks:
         outputs.write_attack_outputs(run.run_dir, attacks.records, attacks.info)
 
 
+def _score_fluency(run: _Stages, target_path: str, before: EvalResult, after: EvalResult) -> None:
+    """Score every generated answer before and after unlearning with the fluency judge.
+
+    The judge is the target model (:mod:`lunar_exp.fluency`); with ``method=none`` the judge a
+    saved checkpoint records, else the checkpoint itself. Answers the judge scored while it was
+    evaluated are left as they are; the rest are scored with the judge swapped in for the model
+    (so the run never holds two models). Runs on every rank, as evaluations do.
+    """
+    start = time.perf_counter()
+    judge = _judge(run, target_path)
+    if judge is not None:
+        fluency.swap_in_judge(run.chat, judge, run.cfg.model)
+    for result in (before,) if after is before else (before, after):
+        fluency.add_fluency(run.chat, result, run.bench.generation.batch_size)
+    run.seconds["fluency"] = time.perf_counter() - start
+
+
+def _judge(run: _Stages, target_path: str) -> fluency.Judge | None:
+    """The judge to load after unlearning; None when the model in memory is the judge."""
+    if isinstance(run.method, NoUnlearning):
+        return run.recorded_judge
+    return fluency.run_judge(run.cfg.model, target_path)
+
+
 def _evaluate_target(run: _Stages, target_path: str) -> tuple[EvalResult, bool]:
-    """Evaluate the target model, reusing the stored result for a cached target model.
+    """Evaluate the target model, reusing its stored evaluation when there is one.
 
     The target model is the same for every method of a sweep, so its evaluation is stored next to
-    the cache, keyed by the target model's cache entry and the benchmark config (and requests).
+    the cache (:func:`_target_eval_file`).
     """
-    evaluate = run.benchmark.evaluate
-    if not target_path:
+
+    def evaluate(chat: ChatModel, eval_sets: Mapping[str, Any], reference) -> EvalResult:
+        result = run.benchmark.evaluate(chat, eval_sets, reference)
+        if run.recorded_judge is not None:  # a saved checkpoint: its judge scores it later
+            return result
+        # the loaded model is the target: it scores its own answers' fluency right away
+        return fluency.add_fluency(chat, result, run.bench.generation.batch_size)
+
+    stored = _target_eval_file(run, target_path)
+    if stored is None:
         return evaluate(run.chat, run.eval_sets, run.reference), False
-    cfg = run.cfg
-    bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
-    extra = [run.requests] if run.requests else []
-    key = cache.config_key(EVAL_VERSION, target_path, bench_cfg, *extra)
-    stored = Path(cfg.paths.cache_dir) / "evals" / f"{key}.json"
     try:
         record = json.loads(stored.read_text())
         log.info("Target model evaluation loaded from %s", stored)
@@ -308,6 +368,29 @@ def _evaluate_target(run: _Stages, target_path: str) -> tuple[EvalResult, bool]:
         stored.parent.mkdir(parents=True, exist_ok=True)
         outputs.write_json_atomic(stored, asdict(result))
         return result, False
+
+
+def _target_eval_file(run: _Stages, target_path: str) -> Path | None:
+    """Where the target model's evaluation is stored; None when the model's identity is unknown.
+
+    Keyed by the benchmark config (and requests) and the target model: its cache entry when the
+    run fine-tuned it, else (``finetune=none``) its identity (hub commit or file hashes,
+    :mod:`lunar_exp.bookkeeping.identity`) with the settings that change scores (dtype, prompts).
+    """
+    cfg = run.cfg
+    model_part: object = target_path
+    if not target_path:
+        node = model_cache_key(cfg)
+        found = identity.model_identity(node, Path(cfg.paths.cache_dir) / "hashes")
+        if found is None:
+            return None
+        model_part = identity.evaluation_key_parts(node, found)
+    bench_cfg = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    extra: list[object] = [run.requests] if run.requests else []
+    if run.recorded_judge is not None:  # fluency is the recorded judge's
+        extra.append(asdict(run.recorded_judge))
+    key = cache.config_key(EVAL_VERSION, model_part, bench_cfg, *extra)
+    return Path(cfg.paths.cache_dir) / "evals" / f"{key}.json"
 
 
 def _attacks(cfg: DictConfig) -> dict[str, Attack]:

@@ -1,9 +1,11 @@
 """Run every method once on one cached target model; write JSON and a Markdown table.
 
 Usage: python scripts/bench_methods.py [--methods lunar,ga,...] [--out docs/bench_methods]
-                                       [overrides]
+                                       [--runs-dir DIR] [overrides]
 Each method runs as a child process of this script (so each has its own peak RSS) with its tuned
-settings from conf/tuned/; the target model and its evaluation come from the cache.
+settings from conf/tuned/; the target model and its evaluation come from the cache. With
+--runs-dir the run directories are kept there (for `python -m lunar_exp.table DIR`); without it
+they go to a temporary directory that is deleted at the end.
 """
 
 import argparse
@@ -33,15 +35,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(method_options()))
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_methods"))
+    parser.add_argument("--runs-dir", help="keep the run directories here (default: deleted)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     results, targets = {}, []
     with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
         for method in args.methods.split(","):
-            metrics = run_once([f"method={method}", *args.overrides], Path(tmp) / method)
+            metrics = run_once([f"method={method}", *args.overrides], runs_dir / method)
             results[method] = {k: float(metrics[v]) for k, v in KEYS.items()}
             targets.append(_target(metrics))
             print(method, json.dumps(results[method]), flush=True)
+            _write_report(args.out, results, targets)  # an interrupted bench keeps what it measured
+
+
+def _write_report(out: str, results: dict, targets: list[dict]) -> None:
+    """Add the ratios to LUNAR and write the JSON and Markdown report of the methods run so far."""
     if "lunar" in results:
         lunar = results["lunar"]
         for row in results.values():
@@ -51,8 +60,8 @@ def main() -> None:
         raise SystemExit(f"the methods saw different target models: {targets}")
     command = "python scripts/bench_methods.py " + " ".join(sys.argv[1:])
     report = {"command": command, "machine": machine(), "target": targets[0], "methods": results}
-    Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.out + ".md").write_text(_markdown(results, targets[0], command))
+    Path(out + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(out + ".md").write_text(_markdown(results, targets[0], command))
 
 
 def _target(metrics: dict) -> dict:

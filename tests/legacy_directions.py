@@ -27,6 +27,15 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "verbmem_rougeL_f1": True,
     "acc": True,
     "acc_norm": True,
+    "coherent_refusal_rate": False,  # added with the coherence metrics: flips as refusal_rate
+    "token_accuracy": True,  # added with attack=probe (teacher-forced answer-token accuracy)
+    "lens_token_accuracy": True,  # the same through the untrained logit lens
+}
+# Added with the coherence metrics (lunar_exp/metrics/coherence.py): the same on every split.
+SPLIT_INDEPENDENT: dict[str, bool] = {
+    "degeneration": False,
+    "distinct_2": True,
+    "fluency_nll": False,
 }
 
 KEY_HIGHER_IS_BETTER: dict[str, bool | None] = {
@@ -52,6 +61,8 @@ def old_higher_is_better(key: str) -> bool | None:
     if key in KEY_HIGHER_IS_BETTER:
         return KEY_HIGHER_IS_BETTER[key]
     split, _, name = key.rpartition("/")
+    if name in SPLIT_INDEPENDENT:
+        return SPLIT_INDEPENDENT[name]
     if name not in HIGHER_IS_BETTER:
         return None
     value = HIGHER_IS_BETTER[name]

@@ -5,7 +5,7 @@ import pytest
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from lunar_exp.methods import PIPELINE_KEYS, build_method
+from lunar_exp.methods import PIPELINE_KEYS, build_method, method_options
 from lunar_exp.methods._loop import TrainLoop
 from lunar_exp.settings import Rule, check, describe, setting, validate
 from tests.conftest import CONF, compose_config
@@ -62,7 +62,7 @@ def test_every_experiment_composes_and_binds(exp):
 def test_every_method_builds_in_every_experiment(exp):
     # Experiments set no method keys (they would reach every method, conf/exp/tofu_llama.yaml
     # once set LUNAR's), so each method instantiates, and validates its settings, through Hydra.
-    for method in options("method"):
+    for method in method_options():  # method=none: tests/test_eval_only.py
         cfg = compose_config([f"+exp={exp}", f"method={method}"])
         built = build_method(cfg.method)
         assert type(built).__name__.lower() == method

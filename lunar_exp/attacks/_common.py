@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -48,6 +49,7 @@ class AttackTarget:
         after: the unlearned model's own evaluation (the baseline every attack is compared to).
         reference: the run's retain-model reference, passed to every evaluation.
         control: switches inference-time unlearning on (LUNAR ``mode=hook``); a no-op otherwise.
+        run_dir: the run's output folder, for attack plots (None: write no files).
     """
 
     chat: ChatModel
@@ -59,6 +61,7 @@ class AttackTarget:
     after: EvalResult | None
     reference: Mapping[str, Any] | None = None
     control: Callable[[ChatModel], AbstractContextManager] = no_control
+    run_dir: Path | None = None
 
     def evaluate(self, chat: ChatModel | None = None) -> EvalResult:
         """The benchmark's evaluation of ``chat`` (default: the unlearned model), control on."""

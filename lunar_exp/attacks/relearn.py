@@ -64,19 +64,27 @@ class Relearn:
         }
 
     def _train(self, chat, items) -> None:
-        pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
-        epochs = math.ceil(self.steps / math.ceil(len(pairs) / self.batch_size))
-        supervised_finetune(
-            chat.model,
-            pairs,
-            padding_id(chat.tokenizer),
-            lr=self.lr,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            desc="relearn attack",
-            stage="attack_relearn",
-        )
+        train_on(chat, items, self.steps, self.lr, self.batch_size, self.seed, "relearn")
+
+
+def train_on(chat, items, steps: int, lr: float, batch_size: int, seed: int, name: str) -> None:
+    """``steps`` AdamW steps (whole epochs) of answer NLL on ``items``, in place on ``chat``.
+
+    The loss is logged as ``train/attack_<name>/loss`` with ``logger=wandb``.
+    """
+    pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
+    epochs = math.ceil(steps / math.ceil(len(pairs) / batch_size))
+    supervised_finetune(
+        chat.model,
+        pairs,
+        padding_id(chat.tokenizer),
+        lr=lr,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        desc=f"{name.replace('_', ' ')} attack",
+        stage=f"attack_{name}",
+    )
 
 
 def _nll_pair(chat, trained, held_out) -> tuple[float, float]:

@@ -58,7 +58,35 @@ def run_attacks(attacks: Mapping[str, Attack], target: AttackTarget) -> AttackRe
             out.records[f"attack/{name}/{split}"] = [
                 {**row, "split": f"attack/{name}/{split}"} for row in rows
             ]
+    _add_worst_case(out, list(attacks))
     return out
+
+
+# The worst case over attacks: key under attack/<name>/ -> the info entry naming the attack.
+WORST_KEYS = {"forget/rouge1_recall": "forget_attack", "deviation_score": "deviation_attack"}
+
+
+def _add_worst_case(out: AttackResults, names: list[str]) -> None:
+    """``attack/worst/<key>``: the highest value of ``key`` over the attacks that report it.
+
+    For the forget ROUGE-1 recall and the Deviation Score higher is worse for the method, so the
+    maximum is the strongest attack; ``info["worst"]`` names which attack gave each.
+    """
+    for key, label in WORST_KEYS.items():
+        values = {
+            n: out.metrics[f"attack/{n}/{key}"] for n in names if f"attack/{n}/{key}" in out.metrics
+        }
+        if not values:
+            continue
+        strongest = max(values, key=lambda n: _as_float(values[n]))
+        out.metrics[f"attack/worst/{key}"] = values[strongest]
+        out.directions[f"attack/worst/{key}"] = out.directions[f"attack/{strongest}/{key}"]
+        out.info.setdefault("worst", {})[label] = strongest
+
+
+def _as_float(value: object) -> float:
+    assert isinstance(value, int | float), f"attack metric {value!r} is not a number"
+    return float(value)
 
 
 def _is_number(value: object) -> bool:

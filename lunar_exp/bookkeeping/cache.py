@@ -38,7 +38,8 @@ def config_key(*parts: object) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file's contents, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -61,7 +62,7 @@ def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, obje
     try:
         fill(tmp)
         files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_of(p)}
             for p in sorted(tmp.iterdir())
             if p.is_file()
         }
@@ -104,7 +105,7 @@ def read_entry(target: Path, verify_hashes: bool = True) -> dict[str, object] | 
             path = target / name
             if not path.is_file() or path.stat().st_size != info["bytes"]:
                 raise ValueError(f"{name} is missing or truncated")
-            if verify_hashes and _sha256(path) != info["sha256"]:
+            if verify_hashes and sha256_of(path) != info["sha256"]:
                 raise ValueError(f"{name} does not match its hash")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         log.warning("Cache entry %s is broken (%s); removing it so it is rebuilt", target, err)

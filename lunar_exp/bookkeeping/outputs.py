@@ -41,6 +41,7 @@ SUMMARY_ROWS = [
     ("forget/rouge1_recall", "forget ROUGE-1 recall"),
     ("retain/rouge1_recall", "retain ROUGE-1 recall"),
     ("forget/refusal_rate", "forget refusal rate"),
+    ("forget/coherent_refusal_rate", "forget coherent refusal rate"),
     ("retain/refusal_rate", "retain refusal rate"),
     ("forget/answer_nll", "forget answer NLL"),
     ("deviation_score", "Deviation Score"),
@@ -48,12 +49,15 @@ SUMMARY_ROWS = [
 
 
 @main_rank_only
-def write_json_atomic(path: Path, payload: Mapping[str, object]) -> None:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+def write_json_atomic(path: Path, payload: Mapping[str, object], sort_keys: bool = True) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename.
+
+    ``sort_keys=False`` keeps the payload's order (e.g. per-item indices 0, 1, 2, ... 10).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True)
+            json.dump(payload, handle, indent=2, sort_keys=sort_keys)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -73,7 +77,8 @@ def retire_previous_metrics(run_dir: Path) -> None:
         os.replace(old, run_dir / "metrics.previous.json")
 
 
-IDENTITY_FIELDS = ("split", "edge", "question", "ground_truth")
+# ``context``: the prompt an answer's fluency is scored after, when it is not the question (MUSE).
+IDENTITY_FIELDS = ("split", "edge", "question", "context", "ground_truth")
 
 
 @main_rank_only

@@ -13,6 +13,8 @@ METHOD_CONFIGS = Path(__file__).resolve().parents[2] / "conf" / "method"
 
 # Keys of a method config read by the pipeline, not passed to the method's constructor.
 PIPELINE_KEYS = ("requests",)
+# Options of the method group that unlearn nothing (``none``: evaluation only, methods/none.py).
+NOT_UNLEARNING = ("none",)
 
 
 def build_method(node: DictConfig) -> Method:
@@ -32,6 +34,9 @@ def build_method(node: DictConfig) -> Method:
 
 
 def method_options() -> list[str]:
-    """Every method of the registry (``conf/method/*.yaml``), LUNAR first."""
-    names = sorted(path.stem for path in METHOD_CONFIGS.glob("*.yaml"))
+    """Every unlearning method of the registry (``conf/method/*.yaml``), LUNAR first.
+
+    ``none`` (evaluation only) is left out: sweeps, tuning and benchmark scripts compare methods.
+    """
+    names = sorted(p.stem for p in METHOD_CONFIGS.glob("*.yaml") if p.stem not in NOT_UNLEARNING)
     return sorted(names, key=lambda name: name != "lunar")

@@ -19,17 +19,19 @@ a float32 copy of the projection when rounding would spoil it (docs/lunar.md).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
 from lunar_exp.hooks import check_layers, decoder_layers, down_proj, redirect_down_proj
-from lunar_exp.interfaces import ChatModel, UnlearnData, UnlearnOutcome
+from lunar_exp.interfaces import QA, ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
     RowSource,
     iter_rows,
@@ -44,6 +46,10 @@ from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, shared_pre
 from lunar_exp.settings import setting, validate
 
 log = logging.getLogger(__name__)
+
+# The official LUNAR code's reference prompt sets (facebookresearch/LUNAR dataset/splits/), by
+# method.reference_set: JSON lists of {"instruction", "category"} records.
+OFFICIAL_REFERENCE_FILES = {"harmful": "harmful.json", "unverified": "unverified.json"}
 
 
 @dataclass
@@ -78,7 +84,17 @@ class LUNAR:
         True, help="pin retain answers' positions too (not only retain prompts)."
     )
     pin_abstentions: bool = setting(
-        True, help="pin reference prompts with their abstention answers."
+        True, help="pin the benchmark's reference prompts with their abstention answers."
+    )
+    reference_set: Literal["benchmark", "harmful", "unverified"] = setting(
+        "benchmark",
+        help="prompts whose mean activation defines r: the benchmark's abstention (reference) "
+        "prompts, or the official code's harmful.json (260 harmful requests) or unverified.json "
+        "(199 questions about fictional things) from reference_dir (docs/lunar.md).",
+    )
+    reference_dir: str = setting(
+        "../shared/benchdata/lunar",
+        help="folder of the official reference sets (reference_set=harmful|unverified).",
     )
     ridge: float = setting(
         1e-4, ge=0, help="ridge strength relative to the Gram matrix's mean diagonal (closed form)."
@@ -146,6 +162,9 @@ class LUNAR:
         self.coeffs = [float(c) for c in self.coeffs]
         if self.layers != "auto":
             _check_layer_list(self.layers)
+        self._official_reference: tuple[QA, ...] = ()
+        if self.reference_set != "benchmark":
+            self._official_reference = load_reference_set(self.reference_set, self.reference_dir)
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers or dtype do not fit ``chat.model``."""
@@ -174,10 +193,11 @@ class LUNAR:
 
     def unlearn(self, chat: ChatModel, data: UnlearnData) -> UnlearnOutcome:
         """Compute unlearning vectors, choose layers, solve and write back the edits."""
-        if not data.reference:
+        if not self._reference_items(data):
             raise ValueError(
-                "LUNAR needs a reference prompt set (benchmark gives none). "
-                "Fix: use a benchmark with reference prompts or set its reference_path."
+                "LUNAR needs a reference prompt set (benchmark gives none). Fix: use a benchmark "
+                "with reference prompts, set its reference_path, or set "
+                "method.reference_set=harmful or unverified."
             )
         layers, sweep = self._choose_layers(chat, data)
         coeffs = self._coeffs_for(layers)
@@ -208,6 +228,8 @@ class LUNAR:
             "perturb_positions": self.perturb_positions,
             "layer_sweep": sweep,
             "mode": self.mode,
+            "reference_set": self.reference_set,
+            "n_reference": len(self._reference_items(data)),
         }
         if self.mode == "hook":
             tensors.update({f"delta.layer{k}": v.float() for k, v in deltas.items()})
@@ -223,9 +245,13 @@ class LUNAR:
             )
         return list(self.coeffs)
 
+    def _reference_items(self, data: UnlearnData) -> tuple[QA, ...]:
+        """The prompts whose mean activation defines r (``reference_set``)."""
+        return data.reference if self.reference_set == "benchmark" else self._official_reference
+
     def _vectors(self, chat: ChatModel, data: UnlearnData, layers: Sequence[int]):
         tok, pad = chat.tokenizer, _pad_id(chat)
-        ref = encode_item_prompts(tok, data.reference, chat.system_prompt)
+        ref = encode_item_prompts(tok, self._reference_items(data), chat.system_prompt)
         fgt = encode_item_prompts(tok, data.forget, chat.system_prompt)
         bs = self.activation_batch_size
         ref_mean = mean_last_token_outputs(chat.model, ref, layers, pad, bs, "lunar r: reference")
@@ -285,7 +311,8 @@ class LUNAR:
         """Regression sums and unlearning vectors from one forward pass per batch of rows.
 
         r_l is read at the last prompt token of the forget rows and of the reference rows (a
-        separate prompt-only pass only when the reference rows are not pinned).
+        separate prompt-only pass when the reference rows are not pinned, or when r comes from
+        an official reference set rather than the benchmark's pinned reference prompts).
         """
         sources = self._row_sources(chat, data)
         out = _Collected({layer: self._accumulator(chat, layer) for layer in layers})
@@ -331,9 +358,10 @@ class LUNAR:
         layers: list[int],
         reads: Mapping[str, Mapping[int, float | torch.Tensor]],
     ) -> dict[int, torch.Tensor]:
-        if "reference" in reads:
+        if "reference" in reads and self.reference_set == "benchmark":
             return _mean_reads(reads["reference"], len(data.reference), "reference")
-        prompts = encode_item_prompts(chat.tokenizer, data.reference, chat.system_prompt)
+        items = self._reference_items(data)
+        prompts = encode_item_prompts(chat.tokenizer, items, chat.system_prompt)
         return mean_last_token_outputs(
             chat.model, prompts, layers, _pad_id(chat), self.activation_batch_size, "lunar r"
         )
@@ -410,6 +438,31 @@ def redirection(deltas: dict[int, torch.Tensor]):
         return redirect_down_proj(chat.model, stored)
 
     return control
+
+
+def load_reference_set(name: str, folder: str | Path) -> tuple[QA, ...]:
+    """The official reference prompts ``name`` (harmful, unverified) from ``folder``."""
+    path = Path(folder) / OFFICIAL_REFERENCE_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"method.reference_set={name} needs {path}, which does not exist. Fix: set "
+            "method.reference_dir to the folder holding the official LUNAR files (harmful.json, "
+            "unverified.json), or set method.reference_set=benchmark."
+        )
+    try:
+        records = json.loads(path.read_text())
+        prompts = [str(record["instruction"]) for record in records]
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f'{path} is not a JSON list of {{"instruction": ...}} records ({err!r}). Fix: '
+            "use the official file (facebookresearch/LUNAR dataset/splits/)."
+        ) from err
+    if not prompts or not all(prompt.strip() for prompt in prompts):
+        raise ValueError(
+            f"{path} holds no prompts or an empty one. Fix: use the official file "
+            "(facebookresearch/LUNAR dataset/splits/)."
+        )
+    return tuple(QA(question=prompt, answer="", edge=f"reference/{name}") for prompt in prompts)
 
 
 def _check_layer_list(layers: object) -> None:

@@ -27,6 +27,10 @@ ATTACKS = [
     "quantize_q4_1_grid",
     "relearn",
     "paraphrase",
+    "refusal_ablation",
+    "probe",
+    "relearn_benign",
+    "in_context",
 ]
 
 
@@ -74,6 +78,9 @@ def test_every_attack_leaves_the_unlearned_weights_bit_identical(tiny_target, to
         assert f"attack/{name}/forget/rouge1_recall" in metrics
         assert f"attack/{name}/deviation_score" in metrics
         assert records[f"attack/{name}/forget"]
+    for key in ("forget/rouge1_recall", "deviation_score"):
+        assert metrics[f"attack/worst/{key}"] == max(metrics[f"attack/{n}/{key}"] for n in ATTACKS)
+    assert results.info["worst"]["forget_attack"] in ATTACKS
     assert_directions_as_before(metrics, results.directions)
 
 

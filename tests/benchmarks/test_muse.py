@@ -352,6 +352,11 @@ def test_tiny_model_evaluate_returns_every_key(tiny_chat):
         "privleak/reference_source",
         "deviation_score",
         *(key for a in ATTACKS[:-1] for key in (f"mia/{a}_auc", f"privleak/{a}")),
+        *(
+            f"{split}/{name}"
+            for split in ("forget_knowmem", "retain_knowmem", "forget_verbmem")
+            for name in ("degeneration", "distinct_2")
+        ),
     }
     assert set(result.metrics) == expected  # no Reference attack without a retrained model
     assert {k: len(v) for k, v in result.generations.items()} == {

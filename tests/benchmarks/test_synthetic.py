@@ -44,6 +44,9 @@ def test_load_and_evaluate_leave_the_settings_alone(tiny_chat):
             "answer_nll",
             "mrr",
             "top_hit_rate",
+            "degeneration",
+            "distinct_2",
+            "coherent_refusal_rate",
         )
     }  # exactly the sets given, no DS
     assert_declared_as_before(result)

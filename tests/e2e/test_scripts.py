@@ -23,9 +23,12 @@ def run_script(name: str, args: list[str], tmp_path) -> subprocess.CompletedProc
 
 def test_bench_methods_reports_ratios_to_lunar_and_the_target_floor(tmp_path):
     out = tmp_path / "bench"
-    args = ["--methods", "lunar,ga", "--out", str(out), "+exp=smoke"]
+    runs = tmp_path / "runs"
+    args = ["--methods", "lunar,ga", "--out", str(out), "--runs-dir", str(runs), "+exp=smoke"]
     result = run_script("bench_methods.py", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # --runs-dir keeps each method's run directory (for python -m lunar_exp.table).
+    assert {p.parts[-3] for p in runs.rglob("metrics.json")} == {"lunar", "ga"}
     report = json.loads(out.with_suffix(".json").read_text())
     lunar, ga = report["methods"]["lunar"], report["methods"]["ga"]
     assert lunar["unlearn_time_vs_lunar"] == 1.0 and lunar["ds_vs_lunar"] == 1.0

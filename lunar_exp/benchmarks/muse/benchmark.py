@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from statistics import fmean
+from typing import Any, Literal, cast
 
 from lunar_exp.benchmarks.common.corpora import chunk_items
 from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE
@@ -41,10 +42,18 @@ from lunar_exp.benchmarks.muse.sets import (
     Limits,
     align_sets,
     check_eval_sets,
+    forget_units,
     limit_sets,
     read_eval_sets,
 )
-from lunar_exp.interfaces import BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
+from lunar_exp.interfaces import (
+    BenchmarkData,
+    ChatModel,
+    EvalResult,
+    Generation,
+    RequestUnits,
+    UnlearnData,
+)
 from lunar_exp.metrics.mia import (
     ATTACKS,
     DEFAULT_REFERENCE_AUC,
@@ -52,6 +61,7 @@ from lunar_exp.metrics.mia import (
     attack_directions,
     attack_metrics,
     check_attacks,
+    mia_auc,
     open_unlearning_aucs,
     privleak,
 )
@@ -222,23 +232,25 @@ class MUSEBenchmark:
         """
         reference = self._file_reference()  # read first: a bad file fails before any training
         source = MuseSource(self.path, self.hub_id)
-        forget_docs = source.texts("raw/forget")[: self.forget_docs]
+        # empty documents kept: forget:doc<i> is raw/forget's i-th document (chunks none of it)
+        forget_docs = source.texts("raw/forget", keep_empty=True)[: self.forget_docs]
         retain_docs = source.texts(self.retain_corpus)[: self.retain_docs]
         reference_docs = source.texts(self.reference_corpus)
         reference_docs = reference_docs[max(0, len(reference_docs) - self.n_reference) :]
         sets = read_eval_sets(source, self.verbmem_prompt_words, self.privleak_max_words)
         self._warn_on_reference_overlap(len(sets.privleak_holdout))
         if self.align_to_eval:
-            sets, forget_texts, retain_texts = align_sets(
+            sets, forget_passages, retain_passages = align_sets(
                 sets, forget_docs, retain_docs, self.limits, self.chunk_words
             )
-            forget = passage_items(forget_texts, "forget", self.prompt_words)
-            retain = passage_items(retain_texts, "retain", self.prompt_words)
+            forget = passage_items(forget_passages, "forget", self.prompt_words)
+            retain = passage_items(retain_passages, "retain", self.prompt_words)
         else:
             sets = limit_sets(sets, self.limits)
             forget = self._chunks(forget_docs, "forget", None)
             retain = self._chunks(retain_docs, "retain", None)
         check_eval_sets(sets)
+        sets = replace(sets, forget_units=forget_units(sets, forget_docs))
         reference_chunks = self._chunks(reference_docs, "reference", self.n_reference)
         if not forget or not retain:
             empty = "forget" if not forget else "retain"
@@ -246,7 +258,8 @@ class MUSEBenchmark:
                 f"The MUSE {empty} set is empty: no document reaches half of chunk_words="
                 f"{self.chunk_words} words. Fix: lower benchmark.chunk_words or use more documents."
             )
-        sizes = {k: len(v) for k, v in vars(sets).items() if not k.endswith("icl")}
+        scored = {k: v for k, v in sets.named().items() if k != "forget_units"}
+        sizes = {k: len(v) for k, v in scored.items() if not k.endswith("icl")}
         log.info(
             "MUSE %s: %d forget, %d retain, %d reference chunks; scored items %s",
             *(self.hub_id, len(forget), len(retain), len(reference_chunks), sizes),
@@ -271,6 +284,48 @@ class MUSEBenchmark:
                 used,
                 holdout_total,
             )
+
+    # ----- sequential requests (interfaces.SplitsRequests) -------------------------------------
+
+    def request_units(self, data: UnlearnData) -> RequestUnits:
+        """The forget documents (``forget:doc<i>``, i its index in raw/forget) the run teaches."""
+        names = tuple(dict.fromkeys(qa.edge for qa in data.forget))
+        return RequestUnits(names, "forget document", "benchmark.forget_docs")
+
+    def request_scores(
+        self,
+        result: EvalResult,
+        eval_sets: Mapping[str, Any],
+        units: Collection[str],
+        reference: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """Knowmem, verbmem and min-k AUC over the forget-side items found in ``units``.
+
+        Items whose evidence lies in no forget document of the run belong to no request. The
+        min-k AUC compares the request's privleak texts with every holdout text; privleak
+        itself is left out (the retrained model's AUC is one number for the whole forget set).
+        """
+        owners = eval_sets.get("forget_units") or {}
+        out = result.generations
+
+        def rows(split: str, name: str) -> list[dict[str, object]]:
+            if name not in owners:
+                return []
+            pairs = zip(out[split], owners[name], strict=True)
+            return [row for row, owner in pairs if owner in units]
+
+        scores: dict[str, float] = {}
+        knowmem = rows("forget_knowmem", "forget_qa")
+        if knowmem:
+            scores["forget/rouge1_recall"] = _mean(knowmem, "rouge1_recall")
+            scores["forget/knowmem_rougeL_f1"] = _mean(knowmem, "rougeL_f1")
+        verbmem = rows("forget_verbmem", "verbmem")
+        if verbmem:
+            scores["forget/verbmem_rougeL_f1"] = _mean(verbmem, "rougeL_f1")
+        texts, holdout = rows("privleak_forget", "privleak_forget"), out.get("privleak_holdout")
+        if texts and holdout and "min_k" in texts[0]:
+            scores["mia/min_k_auc"] = mia_auc(_values(texts, "min_k"), _values(holdout, "min_k"))
+        return scores
 
     # ----- the retrained model's AUC (privleak) -------------------------------------------------
 
@@ -423,3 +478,11 @@ class MUSEBenchmark:
         # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but
         # privleak/reference_source is a note (a string) that metrics.json and the tables carry.
         return EvalResult(metrics, generations, directions)
+
+
+def _values(rows: Sequence[Mapping[str, object]], key: str) -> list[float]:
+    return [float(cast(float, row[key])) for row in rows]
+
+
+def _mean(rows: Sequence[Mapping[str, object]], key: str) -> float:
+    return fmean(_values(rows, key))

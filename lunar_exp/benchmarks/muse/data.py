@@ -120,13 +120,16 @@ class MuseSource:
                 "holdout), and model.path to a local model directory for a hub model."
             )
 
-    def texts(self, name: str) -> list[str]:
-        """Documents of a raw or privleak split (empty documents dropped)."""
+    def texts(self, name: str, keep_empty: bool = False) -> list[str]:
+        """Documents of a raw or privleak split, empty documents dropped unless ``keep_empty``.
+
+        With ``keep_empty`` the i-th text is the split's i-th document (named ``forget:doc<i>``).
+        """
         subset, _ = parse_split_name(name)
         if subset not in TEXT_SUBSETS:
             raise ValueError(f"{name!r} is not a text split. Fix: use a raw/ or privleak/ split.")
         rows, source = self._rows(name)
-        return [t for t in rows_to_texts(rows, source) if t.strip()]
+        return [t for t in rows_to_texts(rows, source) if keep_empty or t.strip()]
 
     def records(self, name: str) -> list[dict]:
         """Records of a knowmem (question, answer) or verbmem (prompt, gt) split."""
@@ -213,27 +216,67 @@ def passages(corpus: str, spans: Sequence[tuple[int, int]], words: int) -> list[
 
     Passages come out in corpus order, identical ones once.
     """
+    return [corpus[begin:end] for begin, end, _ in passage_spans(corpus, spans, words)]
+
+
+def passage_spans(
+    corpus: str, spans: Sequence[tuple[int, int]], words: int
+) -> list[tuple[int, int, int]]:
+    """(start, end, evidence start) of each :func:`passages` passage, in corpus order.
+
+    The evidence start is the first of the given spans the passage was widened from.
+    """
     starts = [m.start() for m in _WORD.finditer(corpus)]
-    ranges = set()
+    ranges: dict[tuple[int, int], int] = {}
     for begin, end in spans:
         first = max(0, bisect_right(starts, begin) - 1)
         last = max(first + 1, bisect_left(starts, end))
         low = max(0, first - max(0, words - (last - first)) // 2)
-        ranges.add((low, min(len(starts), max(last, low + words))))
+        ranges.setdefault((low, min(len(starts), max(last, low + words))), begin)
     bounds = [*starts, len(corpus)]
-    return [corpus[bounds[low] : bounds[high]] for low, high in sorted(ranges)]
+    return [(bounds[low], bounds[high], ranges[low, high]) for low, high in sorted(ranges)]
 
 
-def passage_items(texts: Sequence[str], role: str, prompt_words: int) -> list[QA]:
-    """One plain item per passage, whatever its length.
+def document_starts(documents: Sequence[str]) -> list[int]:
+    """Where each document starts in ``DOCUMENT_SEPARATOR.join(documents)``."""
+    starts, position = [], 0
+    for document in documents:
+        starts.append(position)
+        position += len(document) + len(DOCUMENT_SEPARATOR)
+    return starts
+
+
+def document_at(starts: Sequence[int], offset: int) -> int:
+    """The index of the document holding character ``offset`` of the joined corpus."""
+    return max(0, bisect_right(starts, offset) - 1)
+
+
+def document_passages(
+    documents: Sequence[str], spans: Sequence[tuple[int, int]], words: int
+) -> list[tuple[str, int]]:
+    """:func:`passages` of the joined ``documents``, each with the index of its document.
+
+    A passage belongs to the document holding its evidence (the span it was widened from), even
+    where the widening reaches into the next document.
+    """
+    corpus, starts = DOCUMENT_SEPARATOR.join(documents), document_starts(documents)
+    return [
+        (corpus[begin:end], document_at(starts, evidence))
+        for begin, end, evidence in passage_spans(corpus, spans, words)
+    ]
+
+
+def passage_items(passages: Sequence[tuple[str, int]], role: str, prompt_words: int) -> list[QA]:
+    """One plain item per (passage, document index), whatever its length.
 
     The first ``prompt_words`` words are the prompt, the rest (leading space kept) the
-    continuation; ``edge`` is ``<role>:passage<i>``.
+    continuation; ``edge`` is ``<role>:doc<document index>``, as for chunks (a document's
+    passages share it).
     """
     items = []
-    for index, text in enumerate(texts):
+    for text, document in passages:
         prompt = first_words(text, prompt_words)
-        items.append(QA(prompt, text[len(prompt) :].rstrip(), f"{role}:passage{index}", plain=True))
+        items.append(QA(prompt, text[len(prompt) :].rstrip(), f"{role}:doc{document}", plain=True))
     return items
 
 

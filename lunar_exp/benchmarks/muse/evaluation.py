@@ -17,6 +17,7 @@ from statistics import fmean
 
 from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directions
 from lunar_exp.interfaces import QA, ChatModel
+from lunar_exp.metrics.coherence import add_coherence, repetition_directions, repetition_metrics
 from lunar_exp.metrics.mia import (
     TokenStats,
     gradnorm_scores,
@@ -37,12 +38,18 @@ EXCERPT_CHARS = 200
 
 Records = list[dict[str, object]]
 # verbmem reproduces forget text: less is better unlearned.
-VERBMEM_DIRECTIONS = {"forget/verbmem_rougeL_f1": knowledge("forget", True)}
+VERBMEM_DIRECTIONS = {
+    "forget/verbmem_rougeL_f1": knowledge("forget", True),
+    **repetition_directions("forget_verbmem"),
+}
 
 
 def knowmem_directions(split: str) -> dict[str, bool]:
     """Directions of :func:`knowmem`'s metrics on ``split`` (flipped on forget)."""
-    return knowledge_directions(split, ("knowmem_rougeL_f1", "rouge1_recall"))
+    return {
+        **knowledge_directions(split, ("knowmem_rougeL_f1", "rouge1_recall")),
+        **repetition_directions(f"{split}_knowmem"),
+    }
 
 
 def few_shot_prompt(examples: Sequence[dict], question: str) -> str:
@@ -75,7 +82,11 @@ def knowmem(
     max_new_tokens: int,
     batch_size: int,
 ) -> tuple[dict[str, float], Records]:
-    """Few-shot greedy answers scored by ROUGE-L F1 (MUSE) and ROUGE-1 recall (the DS input)."""
+    """Few-shot greedy answers scored by ROUGE-L F1 (MUSE) and ROUGE-1 recall (the DS input).
+
+    Their repetition (``<split>_knowmem/degeneration``, ``/distinct_2``) is scored too; each row's
+    ``context`` is the zero-shot prompt the target model's fluency score reads the answer after.
+    """
     items = [
         QA(few_shot_prompt(examples, r["question"]), r["answer"], "knowmem", plain=True)
         for r in records
@@ -85,11 +96,16 @@ def knowmem(
     answers = [r["answer"] for r in records]
     f1 = rouge_l_f1(answers, responses)
     recall = rouge_recall(answers, responses)["rouge1_recall"]
-    metrics = {f"{split}/knowmem_rougeL_f1": fmean(f1), f"{split}/rouge1_recall": fmean(recall)}
+    metrics = {
+        f"{split}/knowmem_rougeL_f1": fmean(f1),
+        f"{split}/rouge1_recall": fmean(recall),
+        **repetition_metrics(f"{split}_knowmem", responses),
+    }
     rows = [
         {
             "split": f"{split}_knowmem",
             "question": r["question"],
+            "context": few_shot_prompt((), r["question"]),
             "ground_truth": r["answer"],
             "response": response,
             "rougeL_f1": score,
@@ -97,6 +113,7 @@ def knowmem(
         }
         for r, response, score, r1 in zip(records, responses, f1, recall, strict=True)
     ]
+    add_coherence(rows, responses, refusals=False)
     return metrics, rows
 
 
@@ -112,7 +129,11 @@ def truncate_tokens(chat: ChatModel, text: str, max_tokens: int) -> str:
 def verbmem(
     chat: ChatModel, records: Sequence[dict], max_new_tokens: int, batch_size: int
 ) -> tuple[dict[str, float], Records]:
-    """Greedy continuations of forget-text prefixes, ROUGE-L F1 against the true continuation."""
+    """Greedy continuations of forget-text prefixes, ROUGE-L F1 against the true continuation.
+
+    Their repetition is scored too (``forget_verbmem/degeneration``, ``/distinct_2``); each
+    row's ``context`` is the prefix the continuation's fluency is scored after.
+    """
     truths = [truncate_tokens(chat, r["gt"], max_new_tokens) for r in records]
     items = [
         QA(r["prompt"], t, "verbmem", plain=True) for r, t in zip(records, truths, strict=True)
@@ -123,13 +144,19 @@ def verbmem(
         {
             "split": "forget_verbmem",
             "question": "…" + r["prompt"][-EXCERPT_CHARS:],
+            "context": r["prompt"],
             "ground_truth": truth,
             "response": response,
             "rougeL_f1": score,
         }
         for r, truth, response, score in zip(records, truths, responses, f1, strict=True)
     ]
-    return {"forget/verbmem_rougeL_f1": fmean(f1)}, rows
+    add_coherence(rows, responses, refusals=False)
+    metrics = {
+        "forget/verbmem_rougeL_f1": fmean(f1),
+        **repetition_metrics("forget_verbmem", responses),
+    }
+    return metrics, rows
 
 
 def text_pairs(chat: ChatModel, texts: Sequence[str]) -> list[tuple[list[int], list[int]]]:

@@ -8,15 +8,17 @@ scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lunar_exp.benchmarks.muse.data import (
     DOCUMENT_SEPARATOR,
     MuseSource,
+    document_at,
+    document_passages,
+    document_starts,
     first_found,
     first_words,
     last_words,
-    passages,
 )
 
 
@@ -31,6 +33,10 @@ class MuseEvalSets:
     verbmem: list[dict]
     privleak_forget: list[str]
     privleak_holdout: list[str]
+    # forget_qa / verbmem / privleak_forget -> the forget document (forget:doc<i>) of each item
+    # whose evidence lies in the run's forget documents, None for the others (forget_units());
+    # sequential requests (method.requests) group the items by it.
+    forget_units: dict[str, list[str | None]] = field(default_factory=dict)
 
     def named(self) -> dict[str, list]:
         """The sets by field name: a MUSE run's ``BenchmarkData.eval_sets``."""
@@ -86,8 +92,11 @@ def align_sets(
     retain_docs: list[str],
     limits: Limits,
     passage_words: int,
-) -> tuple[MuseEvalSets, list[str], list[str]]:
-    """The first items found in the corpora, with the forget and retain passages around them."""
+) -> tuple[MuseEvalSets, list[tuple[str, int]], list[tuple[str, int]]]:
+    """The first items found in the corpora, with the forget and retain passages around them.
+
+    Each passage comes with the index of the document holding its evidence.
+    """
     forget_text = DOCUMENT_SEPARATOR.join(forget_docs)
     retain_text = DOCUMENT_SEPARATOR.join(retain_docs)
     fqa = _find_answers(sets.forget_qa, forget_text, limits.knowmem)
@@ -107,9 +116,31 @@ def align_sets(
     forget_spans = [span for _, span in fqa + leak] + verb_spans
     return (
         aligned,
-        passages(forget_text, forget_spans, passage_words),
-        passages(retain_text, [span for _, span in rqa], passage_words),
+        document_passages(forget_docs, forget_spans, passage_words),
+        document_passages(retain_docs, [span for _, span in rqa], passage_words),
     )
+
+
+def forget_units(sets: MuseEvalSets, forget_docs: list[str]) -> dict[str, list[str | None]]:
+    """The forget document (``forget:doc<i>``) of each forget-side item, None if not found.
+
+    Items are placed as :func:`align_sets` places them (a knowmem answer by its question's
+    words; a verbmem continuation, a privleak text verbatim).
+    """
+    corpus, starts = DOCUMENT_SEPARATOR.join(forget_docs), document_starts(forget_docs)
+    found = {
+        "forget_qa": _find_answers(sets.forget_qa, corpus, None),
+        "verbmem": first_found([r["gt"] for r in sets.verbmem], corpus, None),
+        "privleak_forget": first_found(sets.privleak_forget, corpus, None),
+    }
+    named = sets.named()
+    units: dict[str, list[str | None]] = {}
+    for name, places in found.items():
+        by_index = {
+            index: f"forget:doc{document_at(starts, begin)}" for index, (begin, _) in places
+        }
+        units[name] = [by_index.get(index) for index in range(len(named[name]))]
+    return units
 
 
 def _find_answers(records: list[dict], corpus: str, limit: int | None):

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from statistics import fmean
 
-from lunar_exp.benchmarks.common.directions import DEVIATION_SCORE, knowledge_directions
+from lunar_exp.benchmarks.common.directions import (
+    DEVIATION_SCORE,
+    knowledge,
+    knowledge_directions,
+)
 from lunar_exp.interfaces import QA, ChatModel, EvalResult
+from lunar_exp.metrics.coherence import add_coherence, coherence_directions, coherence_metrics
 from lunar_exp.metrics.primitives import answer_nll, greedy_generate_ranked, padding_id
 from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, special_id
@@ -19,7 +24,10 @@ SHRINKS_WITH_KNOWLEDGE = ("refusal_rate", "answer_nll")
 
 def split_directions(split: str) -> dict[str, bool]:
     """Directions of :func:`evaluate_split`'s metrics on ``split`` (flipped on a forget split)."""
-    return knowledge_directions(split, GROWS_WITH_KNOWLEDGE, SHRINKS_WITH_KNOWLEDGE)
+    return {
+        **knowledge_directions(split, GROWS_WITH_KNOWLEDGE, SHRINKS_WITH_KNOWLEDGE),
+        **coherence_directions(split, refusal_direction=knowledge(split, False)),
+    }
 
 
 def evaluate_split(
@@ -27,7 +35,8 @@ def evaluate_split(
 ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """Generate answers for ``items`` and score them; returns metrics and per-item records.
 
-    ROUGE recall and refusals score the generations; MRR and top-hit rate score, per answer
+    ROUGE recall, refusals and coherence (``lunar_exp.metrics.coherence``: degeneration,
+    distinct-2, coherent refusals) score the generations; MRR and top-hit rate score, per answer
     token j, its rank in the free-running generation's step j (LUNAR.md section 3); answer NLL
     is teacher-forced.
     """
@@ -52,6 +61,7 @@ def evaluate_split(
     metrics[f"{split}/answer_nll"] = fmean(nll)
     metrics[f"{split}/mrr"] = fmean(mrr)
     metrics[f"{split}/top_hit_rate"] = fmean(top_hit)
+    metrics.update(coherence_metrics(split, responses))
     records = [
         {
             "split": split,
@@ -69,6 +79,7 @@ def evaluate_split(
             items, responses, rouge["rouge1_recall"], refusals, nll, mrr, top_hit, strict=True
         )
     ]
+    add_coherence(records, responses)
     return metrics, records
 
 

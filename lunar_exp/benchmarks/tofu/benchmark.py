@@ -20,9 +20,10 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import fmean
 from typing import Any, Literal, cast
 
 from lunar_exp.benchmarks.common import knowledge_graph as kg
@@ -35,7 +36,15 @@ from lunar_exp.benchmarks.tofu.data import (
     first_authors,
     to_items,
 )
-from lunar_exp.interfaces import QA, BenchmarkData, ChatModel, EvalResult, Generation, UnlearnData
+from lunar_exp.interfaces import (
+    QA,
+    BenchmarkData,
+    ChatModel,
+    EvalResult,
+    Generation,
+    RequestUnits,
+    UnlearnData,
+)
 from lunar_exp.metrics import tofu
 from lunar_exp.metrics.mia import (
     ATTACKS,
@@ -44,6 +53,7 @@ from lunar_exp.metrics.mia import (
     attack_directions,
     attack_metrics,
     check_attacks,
+    mia_auc,
     open_unlearning_aucs,
     privleak,
 )
@@ -159,7 +169,11 @@ class TofuBenchmark:
         source = TofuSource(self.path, self.hub_id)
         retain_split, holdout_split = SPLITS[self.split]
         split_items = self._forget_items(source)
-        forget = first_authors(split_items, self.forget_authors)
+        chosen = first_authors(split_items, self.forget_authors)
+        forget_qa = _as_qa(chosen, "forget_author")
+        forget = [  # each item knows its author: sequential requests name authors
+            dataclasses.replace(it, edge=qa.edge) for it, qa in zip(chosen, forget_qa, strict=True)
+        ]
         retain = first_authors(to_items(source.records(retain_split)), self.retain_authors)
         known = {it.question for it in retain}
         retain_eval = [
@@ -182,7 +196,7 @@ class TofuBenchmark:
             "holdout": _limit(to_items(source.records(holdout_split)), self.limits["holdout"]),
         }
         data = UnlearnData(
-            tuple(self._with_idk_answers(_as_qa(forget, "forget_author"))),
+            tuple(self._with_idk_answers(forget_qa)),
             tuple(_as_qa(retain, "author")),
             *self._unknown_questions(),
         )
@@ -220,6 +234,49 @@ class TofuBenchmark:
         abstain = kg.unknown_questions(rng, names[: self.n_abstain], "unknown")
         reference = kg.unknown_questions(rng, names[self.n_abstain :], "reference")
         return tuple(abstain), tuple(reference)
+
+    # ----- sequential requests (interfaces.SplitsRequests) -------------------------------------
+
+    def request_units(self, data: UnlearnData) -> RequestUnits:
+        """The run's forget authors (``forget_author_000`` = the split's first), in order."""
+        names = tuple(dict.fromkeys(qa.edge for qa in data.forget))
+        return RequestUnits(names, "forget author", "benchmark.forget_authors")
+
+    def request_scores(
+        self,
+        result: EvalResult,
+        eval_sets: Mapping[str, Any],
+        units: Collection[str],
+        reference: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """ROUGE-1, truth ratio, min-k AUC and forget quality of the forget items of ``units``.
+
+        Forget quality is the KS test of these items' truth ratios against the retain model's
+        ratios of the same items; it is left out when the reference's ratios are not one per
+        scored forget item (a file of another size), and it has less power than the whole
+        set's (fewer items: larger p-values). The min-k AUC compares these items with every
+        holdout item.
+        """
+        rows = result.generations["forget"]
+        chosen = [i for i, it in enumerate(eval_sets["forget"]) if it.edge in units]
+        if not chosen:
+            return {}
+        ratios = [cast(float, rows[i]["truth_ratio"]) for i in chosen]
+        scores = {
+            "forget/rouge1_recall": fmean(cast(float, rows[i]["rouge1_recall"]) for i in chosen),
+            "forget/truth_ratio": tofu.truth_ratio_closer_to_1(ratios),
+        }
+        holdout = [cast(float, r["min_k"]) for r in result.generations.get("holdout", [])]
+        if holdout and "min_k" in rows[0]:
+            scores["mia/min_k_auc"] = mia_auc(
+                [cast(float, rows[i]["min_k"]) for i in chosen], holdout
+            )
+        reference_ratios = (reference or {}).get("forget_truth_ratio") or []
+        if len(reference_ratios) == len(rows):
+            scores["forget_quality"] = tofu.forget_quality(
+                ratios, [reference_ratios[i] for i in chosen]
+            )
+        return scores
 
     # ----- retain-model reference -------------------------------------------------------------
 

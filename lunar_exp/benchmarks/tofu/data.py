@@ -33,6 +33,9 @@ class TofuItem:
     paraphrased_answer: str | None = None
     perturbed_answers: tuple[str, ...] = ()
     paraphrased_question: str | None = None
+    # The author's edge (QA.edge, e.g. forget_author_000): the unit sequential requests name;
+    # set on the forget items, empty elsewhere.
+    edge: str = ""
 
 
 def parse_records(text: str, source: str) -> list[dict]:

@@ -16,6 +16,7 @@ from lunar_exp.benchmarks.common.directions import knowledge, knowledge_directio
 from lunar_exp.benchmarks.tofu.data import TofuItem
 from lunar_exp.interfaces import QA, ChatModel
 from lunar_exp.metrics import tofu
+from lunar_exp.metrics.coherence import add_coherence, coherence_directions, coherence_metrics
 from lunar_exp.metrics.mia import (
     TokenStats,
     gradnorm_scores,
@@ -46,6 +47,7 @@ def qa_split_directions(split: str) -> dict[str, bool]:
         **knowledge_directions(
             split, ("prob", "rouge1_recall", "rougeL_recall"), ("answer_nll", "refusal_rate")
         ),
+        **coherence_directions(split, refusal_direction=knowledge(split, False)),
         f"{split}/truth_ratio": True,
     }
 
@@ -56,6 +58,7 @@ def known_facts_directions(split: str) -> dict[str, bool]:
         **knowledge_directions(
             split, ("prob_normalised", "rouge1_recall", "rougeL_recall"), ("refusal_rate",)
         ),
+        **coherence_directions(split, refusal_direction=knowledge(split, False)),
         f"{split}/truth_ratio": True,
     }
 
@@ -144,6 +147,7 @@ def evaluate_qa_split(
         f"{split}/rougeL_recall": fmean(rouge["rougeL_recall"]),
         f"{split}/refusal_rate": fmean(refusals),
         f"{split}/truth_ratio": aggregate(ratios),
+        **coherence_metrics(split, responses),
     }
     records = [
         {
@@ -168,6 +172,7 @@ def evaluate_qa_split(
             strict=True,
         )
     ]
+    add_coherence(records, responses)
     return metrics, records, ratios
 
 
@@ -186,11 +191,13 @@ def evaluate_known_facts(
         f"{split}/rougeL_recall": fmean(rouge["rougeL_recall"]),
         f"{split}/truth_ratio": tofu.truth_ratio_true_better(truth_ratios(gt, wrong)),
         f"{split}/refusal_rate": fmean(refusals),
+        **coherence_metrics(split, responses),
     }
     records: list[dict[str, object]] = [
         {"split": split, "question": it.question, "ground_truth": it.answer, "response": resp}
         for it, resp in zip(items, responses, strict=True)
     ]
+    add_coherence(records, responses)
     return metrics, records
 
 
