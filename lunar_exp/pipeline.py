@@ -154,8 +154,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         outcome, seq = _unlearn(run, before)
     control = outcome.control or no_control
     with _timed(run, "eval"), control(run.chat):
-        # method=none: the model was not changed, so its one evaluation is also the "after" one
-        after = before if isinstance(run.method, NoUnlearning) else run.evaluate()
+        after = _final_evaluation(run, before, seq)
     target = AttackTarget(
         chat=run.chat,
         data=run.eval_data,
@@ -255,6 +254,22 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
         if isinstance(method, NoUnlearning)
         else None,
     )
+
+
+def _final_evaluation(
+    run: _Stages, before: EvalResult, seq: sequential.SequentialResult
+) -> EvalResult:
+    """The evaluation after unlearning, computed once.
+
+    method=none changed nothing, so its one evaluation is also the "after" one; with sequential
+    requests the evaluation after the last request already scored the final model (the same
+    sets under the same controls), so only the utility's evaluation is added to it.
+    """
+    if isinstance(run.method, NoUnlearning):
+        return before
+    if seq.after is not None:
+        return _add_utility(run, seq.after)
+    return run.evaluate()
 
 
 def _check_evaluation_only(attacks: dict[str, Attack], requests: object) -> None:

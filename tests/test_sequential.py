@@ -154,3 +154,22 @@ def test_splits_requests_benchmark_gets_its_own_sets_and_scores_each_request(toy
     # the shares before the first request (the whole set's values are before/)
     assert result.metrics["seq/0/request_2/forget/rouge1_recall"] == 2.0
     assert "seq/0/forget/rouge1_recall" not in result.metrics
+
+
+def test_the_last_requests_evaluation_is_the_runs_final_one():
+    """The pipeline does not evaluate the final model again after the last request."""
+    from types import SimpleNamespace
+
+    from lunar_exp.interfaces import EvalResult
+    from lunar_exp.pipeline import _final_evaluation
+    from lunar_exp.sequential import SequentialResult
+
+    def evaluate_again():
+        raise AssertionError("the final model was evaluated a second time")
+
+    last = EvalResult({"forget/rouge1_recall": 0.25}, {}, {"forget/rouge1_recall": False})
+    run = SimpleNamespace(method=object(), utility=None, evaluate=evaluate_again)
+    before = EvalResult({}, {}, {})
+    assert _final_evaluation(run, before, SequentialResult(after=last)) is last  # pyright: ignore[reportArgumentType]
+    with pytest.raises(AssertionError, match="second time"):
+        _final_evaluation(run, before, SequentialResult())  # pyright: ignore[reportArgumentType]
