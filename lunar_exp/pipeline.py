@@ -46,8 +46,9 @@ from lunar_exp.settings import setting, validate
 log = logging.getLogger(__name__)
 
 # Bump when evaluation code changes, so stored target-model evaluations are not reused.
-# 4: coherence (degeneration, distinct-2, coherent refusals, fluency) in metrics and records
-EVAL_VERSION = 4  # 2: MRR and top-hit rate (qa_eval); 3: metric directions stored
+# 4: coherence (degeneration, distinct-2, coherent refusals, fluency) in metrics and records;
+# 5: fact-word recall (lunar_exp.metrics.text.fact_recall) in QA and TOFU evaluations
+EVAL_VERSION = 5  # 2: MRR and top-hit rate (qa_eval); 3: metric directions stored
 # Which way is better for every metrics.json key (True higher, False lower, None closeness to a
 # target or no preference declared); the keys are metrics.json's, prefixes included.
 DIRECTIONS_FILE = "metric_directions.json"

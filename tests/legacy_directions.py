@@ -30,6 +30,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "coherent_refusal_rate": False,  # added with the coherence metrics: flips as refusal_rate
     "token_accuracy": True,  # added with attack=probe (teacher-forced answer-token accuracy)
     "lens_token_accuracy": True,  # the same through the untrained logit lens
+    "fact_recall": True,  # added with fact-word recall (lunar_exp/metrics/text.py)
 }
 # Added with the coherence metrics (lunar_exp/metrics/coherence.py): the same on every split.
 SPLIT_INDEPENDENT: dict[str, bool] = {

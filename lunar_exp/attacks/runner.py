@@ -63,14 +63,18 @@ def run_attacks(attacks: Mapping[str, Attack], target: AttackTarget) -> AttackRe
 
 
 # The worst case over attacks: key under attack/<name>/ -> the info entry naming the attack.
-WORST_KEYS = {"forget/rouge1_recall": "forget_attack", "deviation_score": "deviation_attack"}
+WORST_KEYS = {
+    "forget/rouge1_recall": "forget_attack",
+    "forget/fact_recall": "fact_attack",
+    "deviation_score": "deviation_attack",
+}
 
 
 def _add_worst_case(out: AttackResults, names: list[str]) -> None:
     """``attack/worst/<key>``: the highest value of ``key`` over the attacks that report it.
 
-    For the forget ROUGE-1 recall and the Deviation Score higher is worse for the method, so the
-    maximum is the strongest attack; ``info["worst"]`` names which attack gave each.
+    For the forget ROUGE-1 and fact-word recall and the Deviation Score higher is worse for the
+    method, so the maximum is the strongest attack; ``info["worst"]`` names which attack gave each.
     """
     for key, label in WORST_KEYS.items():
         values = {

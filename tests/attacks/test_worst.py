@@ -16,7 +16,11 @@ class Fixed:
         pass
 
     def evaluate(self, target):
-        directions = {"forget/rouge1_recall": False, "deviation_score": False}
+        directions = {
+            "forget/rouge1_recall": False,
+            "forget/fact_recall": False,
+            "deviation_score": False,
+        }
         return EvalResult(dict(self.metrics), {}, {k: directions[k] for k in self.metrics}), {}
 
 
@@ -34,3 +38,13 @@ def test_no_attack_no_worst_case():
     results = run_attacks({}, target=None)  # type: ignore[arg-type]
     assert not any(key.startswith("attack/worst") for key in results.metrics)
     assert "worst" not in results.info
+
+
+def test_worst_fact_recall_is_its_own_maximum():
+    facts = {"a": 0.1, "b": 0.0}
+    attacks = {name: Fixed(0.5, 10.0) for name in facts}
+    for name, value in facts.items():
+        attacks[name].metrics["forget/fact_recall"] = value
+    results = run_attacks(attacks, target=None)  # type: ignore[arg-type]
+    assert results.metrics["attack/worst/forget/fact_recall"] == 0.1
+    assert results.info["worst"]["fact_attack"] == "a"

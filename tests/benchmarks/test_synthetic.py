@@ -40,6 +40,7 @@ def test_load_and_evaluate_leave_the_settings_alone(tiny_chat):
         for k in (
             "rouge1_recall",
             "rougeL_recall",
+            "fact_recall",
             "refusal_rate",
             "answer_nll",
             "mrr",

@@ -13,12 +13,18 @@ from lunar_exp.benchmarks.common.directions import (
 from lunar_exp.interfaces import QA, ChatModel, EvalResult
 from lunar_exp.metrics.coherence import add_coherence, coherence_directions, coherence_metrics
 from lunar_exp.metrics.primitives import answer_nll, greedy_generate_ranked, padding_id
-from lunar_exp.metrics.text import deviation_score, is_refusal, rouge_recall
+from lunar_exp.metrics.text import (
+    deviation_score,
+    fact_recall,
+    is_refusal,
+    mean_of_defined,
+    rouge_recall,
+)
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts, special_id
 
 TOP_HIT_RANK = 100  # LUNAR's hit rate: share of answer tokens ranked in the top 100
 # Metrics of :func:`evaluate_split` that grow with what the model knows, and those that shrink.
-GROWS_WITH_KNOWLEDGE = ("rouge1_recall", "rougeL_recall", "mrr", "top_hit_rate")
+GROWS_WITH_KNOWLEDGE = ("rouge1_recall", "rougeL_recall", "fact_recall", "mrr", "top_hit_rate")
 SHRINKS_WITH_KNOWLEDGE = ("refusal_rate", "answer_nll")
 
 
@@ -35,8 +41,9 @@ def evaluate_split(
 ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """Generate answers for ``items`` and score them; returns metrics and per-item records.
 
-    ROUGE recall, refusals and coherence (``lunar_exp.metrics.coherence``: degeneration,
-    distinct-2, coherent refusals) score the generations; MRR and top-hit rate score, per answer
+    ROUGE recall, fact-word recall (``lunar_exp.metrics.text.fact_recall``), refusals and
+    coherence (``lunar_exp.metrics.coherence``: degeneration, distinct-2, coherent refusals)
+    score the generations; MRR and top-hit rate score, per answer
     token j, its rank in the free-running generation's step j (LUNAR.md section 3); answer NLL
     is teacher-forced.
     """
@@ -51,12 +58,15 @@ def evaluate_split(
         chat.model, tok, prompts, targets, max_new_tokens, batch_size, desc=f"eval {split}"
     )
     rouge = rouge_recall(answers, responses)
+    facts = fact_recall([qa.question for qa in items], answers, responses)
     mrr = [fmean(1.0 / r for r in item) for item in ranks]
     top_hit = [fmean(float(r <= TOP_HIT_RANK) for r in item) for item in ranks]
     refusals = [float(is_refusal(r)) for r in responses]
     pad = padding_id(tok)
     nll = answer_nll(chat.model, encode_item_pairs(tok, items, chat.system_prompt), pad, batch_size)
     metrics = {f"{split}/{name}": fmean(values) for name, values in rouge.items()}
+    if (fact_mean := mean_of_defined(facts)) is not None:
+        metrics[f"{split}/fact_recall"] = fact_mean
     metrics[f"{split}/refusal_rate"] = fmean(refusals)
     metrics[f"{split}/answer_nll"] = fmean(nll)
     metrics[f"{split}/mrr"] = fmean(mrr)
@@ -70,13 +80,22 @@ def evaluate_split(
             "ground_truth": qa.answer,
             "response": resp,
             "rouge1_recall": r1,
+            "fact_recall": fact,
             "refusal": bool(ref),
             "answer_nll": n,
             "mrr": m,
             "top_hit_rate": h,
         }
-        for qa, resp, r1, ref, n, m, h in zip(
-            items, responses, rouge["rouge1_recall"], refusals, nll, mrr, top_hit, strict=True
+        for qa, resp, r1, fact, ref, n, m, h in zip(
+            items,
+            responses,
+            rouge["rouge1_recall"],
+            facts,
+            refusals,
+            nll,
+            mrr,
+            top_hit,
+            strict=True,
         )
     ]
     add_coherence(records, responses)

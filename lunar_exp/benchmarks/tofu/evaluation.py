@@ -27,7 +27,7 @@ from lunar_exp.metrics.mia import (
     zlib_score,
 )
 from lunar_exp.metrics.primitives import answer_nll, greedy_generate, padding_id
-from lunar_exp.metrics.text import is_refusal, rouge_recall
+from lunar_exp.metrics.text import fact_recall, is_refusal, mean_of_defined, rouge_recall
 from lunar_exp.prompts import encode_item_pairs, encode_item_prompts
 
 # Memorisation of the forget answers (:func:`memorisation`): less is better unlearned.
@@ -45,7 +45,9 @@ def qa_split_directions(split: str) -> dict[str, bool]:
     """
     return {
         **knowledge_directions(
-            split, ("prob", "rouge1_recall", "rougeL_recall"), ("answer_nll", "refusal_rate")
+            split,
+            ("prob", "rouge1_recall", "rougeL_recall", "fact_recall"),
+            ("answer_nll", "refusal_rate"),
         ),
         **coherence_directions(split, refusal_direction=knowledge(split, False)),
         f"{split}/truth_ratio": True,
@@ -56,7 +58,9 @@ def known_facts_directions(split: str) -> dict[str, bool]:
     """Directions of :func:`evaluate_known_facts`'s metrics (kept knowledge)."""
     return {
         **knowledge_directions(
-            split, ("prob_normalised", "rouge1_recall", "rougeL_recall"), ("refusal_rate",)
+            split,
+            ("prob_normalised", "rouge1_recall", "rougeL_recall", "fact_recall"),
+            ("refusal_rate",),
         ),
         **coherence_directions(split, refusal_direction=knowledge(split, False)),
         f"{split}/truth_ratio": True,
@@ -113,14 +117,22 @@ def answer_token_scores(chat: ChatModel, items: Sequence[TofuItem], batch_size: 
 
 
 def generate_answers(chat: ChatModel, items: Sequence[TofuItem], max_new_tokens: int, bs: int):
-    """Greedy answers, scored by ROUGE recall and refusal detection."""
+    """Greedy answers, scored by ROUGE recall, fact-word recall and refusal detection."""
     qa = [QA(it.question, it.answer, "tofu") for it in items]
     prompts = encode_item_prompts(chat.tokenizer, qa, chat.system_prompt)
     responses = greedy_generate(
         chat.model, chat.tokenizer, prompts, max_new_tokens, bs, desc="tofu generate"
     )
-    rouge = rouge_recall([it.answer for it in items], responses)
-    return responses, rouge, [float(is_refusal(r)) for r in responses]
+    answers = [it.answer for it in items]
+    rouge = rouge_recall(answers, responses)
+    facts = fact_recall([it.question for it in items], answers, responses)
+    return responses, rouge, facts, [float(is_refusal(r)) for r in responses]
+
+
+def fact_recall_metric(split: str, facts: Sequence[float | None]) -> dict[str, float]:
+    """``<split>/fact_recall`` when any answer of the split has a fact word."""
+    mean = mean_of_defined(facts)
+    return {} if mean is None else {f"{split}/fact_recall": mean}
 
 
 def truth_ratios(correct: Sequence[float], perturbed: Sequence[Sequence[float]]) -> list[float]:
@@ -135,7 +147,7 @@ def evaluate_qa_split(
 
     Returns the metrics, the per-item records and the per-item truth ratios.
     """
-    responses, rouge, refusals = generate_answers(chat, items, max_new_tokens, bs)
+    responses, rouge, facts, refusals = generate_answers(chat, items, max_new_tokens, bs)
     gt = mean_losses(chat, [it.question for it in items], [it.answer for it in items], bs)
     para = mean_losses(chat, [it.question for it in items], paraphrased_answers(items), bs)
     ratios = truth_ratios(para, perturbed_losses(chat, items, bs))
@@ -145,6 +157,7 @@ def evaluate_qa_split(
         f"{split}/answer_nll": fmean(gt),
         f"{split}/rouge1_recall": fmean(rouge["rouge1_recall"]),
         f"{split}/rougeL_recall": fmean(rouge["rougeL_recall"]),
+        **fact_recall_metric(split, facts),
         f"{split}/refusal_rate": fmean(refusals),
         f"{split}/truth_ratio": aggregate(ratios),
         **coherence_metrics(split, responses),
@@ -157,15 +170,17 @@ def evaluate_qa_split(
             "response": resp,
             "rouge1_recall": r1,
             "rougeL_recall": rl,
+            "fact_recall": fact,
             "refusal": bool(ref),
             "answer_nll": loss,
             "truth_ratio": tr,
         }
-        for it, resp, r1, rl, ref, loss, tr in zip(
+        for it, resp, r1, rl, fact, ref, loss, tr in zip(
             items,
             responses,
             rouge["rouge1_recall"],
             rouge["rougeL_recall"],
+            facts,
             refusals,
             gt,
             ratios,
@@ -180,7 +195,7 @@ def evaluate_known_facts(
     chat: ChatModel, split: str, items: Sequence[TofuItem], max_new_tokens: int, bs: int
 ) -> tuple[dict[str, float], list[dict[str, object]]]:
     """Real authors / world facts: normalised probability, ROUGE and truth ratio vs the answer."""
-    responses, rouge, refusals = generate_answers(chat, items, max_new_tokens, bs)
+    responses, rouge, facts, refusals = generate_answers(chat, items, max_new_tokens, bs)
     gt = mean_losses(chat, [it.question for it in items], [it.answer for it in items], bs)
     wrong = perturbed_losses(chat, items, bs)
     metrics = {
@@ -189,6 +204,7 @@ def evaluate_known_facts(
         ),
         f"{split}/rouge1_recall": fmean(rouge["rouge1_recall"]),
         f"{split}/rougeL_recall": fmean(rouge["rougeL_recall"]),
+        **fact_recall_metric(split, facts),
         f"{split}/truth_ratio": tofu.truth_ratio_true_better(truth_ratios(gt, wrong)),
         f"{split}/refusal_rate": fmean(refusals),
         **coherence_metrics(split, responses),
