@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lunar_exp import distributed
 from lunar_exp.bookkeeping import cache
+from lunar_exp.hooks import decoder_layers
 from lunar_exp.interfaces import ChatModel, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs
@@ -52,7 +54,9 @@ class FineTune:
 
     ``adapter=full`` trains every weight; ``adapter=lora`` trains LoRA adapters (peft) on
     ``lora_targets`` and merges them into the weights before the target model is cached, so
-    every later stage sees a plain model.
+    every later stage sees a plain model. ``top_layers=N`` trains only the last N decoder blocks
+    (and the final norm; with LoRA, adapters only in those blocks): backward stops at block
+    ``depth - N``, so a step costs less. Every weight is trainable again afterwards.
     """
 
     enabled: bool = setting(
@@ -72,6 +76,11 @@ class FineTune:
     lora_targets: list[str] = setting(
         DEFAULT_LORA_TARGETS, help="module names that get LoRA adapters (adapter=lora)."
     )
+    top_layers: int | None = setting(
+        None,  # 1..depth, checked against the model when it trains
+        help="train only the last N decoder blocks and the final norm (None: every weight; "
+        "with adapter=lora: adapters only in those blocks).",
+    )
     cache_dir: str | Path = setting(".cache", help="root of the on-disk cache.")
 
     def __post_init__(self) -> None:
@@ -88,11 +97,14 @@ class FineTune:
     def hparams(self) -> dict[str, object]:
         """The training settings: part of the cache key of the target model (keep the names).
 
-        LoRA's settings join only when ``adapter=lora``, so full fine-tuning keeps its keys.
+        LoRA's settings join only when ``adapter=lora`` and ``top_layers`` only when set, so
+        full fine-tuning of every weight keeps its keys.
         """
         names = ("lr", "epochs", "batch_size", "weight_decay", "seed")
         if self.adapter == "lora":
             names += ("adapter", *LORA_SETTINGS)
+        if self.top_layers is not None:
+            names += ("top_layers",)
         return {name: vars(self)[name] for name in names}
 
     def entry(self, model_key: dict, data: UnlearnData) -> Path:
@@ -152,22 +164,40 @@ class FineTune:
         pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
         pad = padding_id(chat.tokenizer)
         torch.manual_seed(self.seed)
-        model = self._with_adapters(chat.model) if self.adapter == "lora" else chat.model
-        losses = supervised_finetune(
-            model,  # pyright: ignore[reportArgumentType]  (a PeftModel forwards like the model)
-            pairs,
-            pad,
-            lr=self.lr,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            weight_decay=self.weight_decay,
-            stage=stage,
-            on_epoch_end=on_epoch_end,
-        )
+        with self.trainable(chat.model) as model:
+            losses = supervised_finetune(
+                model,  # pyright: ignore[reportArgumentType]  (a PeftModel forwards like it)
+                pairs,
+                pad,
+                lr=self.lr,
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                seed=self.seed,
+                weight_decay=self.weight_decay,
+                stage=stage,
+                on_epoch_end=on_epoch_end,
+            )
         if isinstance(model, PeftModel):
             chat.model = merge_adapters(model)
         return losses
+
+    @contextmanager
+    def trainable(self, model: PreTrainedModel) -> Iterator[PreTrainedModel | PeftModel]:
+        """``model`` as this stage trains it.
+
+        With ``adapter=lora`` a PeftModel (adapters in the top ``top_layers`` blocks when set;
+        :func:`merge_adapters` afterwards makes every weight trainable again); else ``model``
+        itself, with every weight below the top ``top_layers`` blocks frozen until exit.
+        """
+        if self.top_layers is not None:
+            _check_top_layers(model, self.top_layers)
+        if self.adapter == "lora":
+            yield self._with_adapters(model)
+        elif self.top_layers is None:
+            yield model
+        else:
+            with top_layers_only(model, self.top_layers):
+                yield model
 
     def _with_adapters(self, model: PreTrainedModel) -> PeftModel:
         """``model`` with trainable LoRA adapters on ``lora_targets`` (the base weights frozen)."""
@@ -176,6 +206,7 @@ class FineTune:
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             target_modules=list(self.lora_targets),
+            layers_to_transform=self._lora_layers(model),
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -189,6 +220,13 @@ class FineTune:
             ) from err
         assert isinstance(wrapped, PeftModel), "get_peft_model returns a PeftModel"
         return wrapped
+
+    def _lora_layers(self, model: PreTrainedModel) -> list[int] | None:
+        """The blocks that get adapters: the top ``top_layers`` ones, or None (every block)."""
+        if self.top_layers is None:
+            return None
+        depth = len(decoder_layers(model))
+        return list(range(depth - self.top_layers, depth))
 
     @staticmethod
     def _load(chat: ChatModel, entry: Path) -> None:
@@ -206,6 +244,48 @@ def merge_adapters(model: PeftModel) -> PreTrainedModel:
         param.requires_grad_(True)  # peft froze the base weights; later stages train them
     merged.eval()
     return merged  # pyright: ignore[reportReturnType]
+
+
+def _check_top_layers(model: PreTrainedModel, count: int) -> None:
+    """Raise a clear error when ``count`` is not between 1 and the model's number of blocks."""
+    depth = len(decoder_layers(model))
+    if not 1 <= count <= depth:
+        raise ValueError(
+            f"finetune.top_layers={count} is out of range for {type(model).__name__} with "
+            f"{depth} decoder blocks. Fix: choose finetune.top_layers within 1..{depth}, or "
+            "finetune.top_layers=null to train every weight."
+        )
+
+
+@contextmanager
+def top_layers_only(model: PreTrainedModel, count: int) -> Iterator[None]:
+    """Only the last ``count`` decoder blocks and the final norm are trainable inside.
+
+    The embeddings, the (tied) LM head and the lower blocks are frozen, so backward stops at
+    the lowest trained block. On exit every parameter is trainable again (later stages, e.g.
+    the gradient methods, train them all, as after :func:`merge_adapters`).
+    """
+    _check_top_layers(model, count)
+    trained = {id(p) for block in decoder_layers(model)[-count:] for p in block.parameters()}
+    trained |= {id(p) for p in _final_norm(model).parameters()}
+    for param in model.parameters():
+        param.requires_grad_(id(param) in trained)
+    try:
+        yield
+    finally:
+        for param in model.parameters():
+            param.requires_grad_(True)
+
+
+def _final_norm(model: PreTrainedModel) -> torch.nn.Module:
+    """The norm after the last decoder block of a Llama-style model (``model.norm``)."""
+    try:
+        return model.get_submodule("model.norm")
+    except AttributeError as err:
+        raise ValueError(
+            f"{type(model).__name__} has no model.norm, so finetune.top_layers cannot find its "
+            "final norm. Fix: set finetune.top_layers=null (train every weight)."
+        ) from err
 
 
 def _cached_losses(meta: dict[str, object], entry: Path) -> list[float]:
