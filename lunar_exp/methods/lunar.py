@@ -38,6 +38,7 @@ from lunar_exp.methods._activations import (
     mean_last_token_outputs,
     run_shared_prefix,
 )
+from lunar_exp.methods._general_prompts import load_general_prompts, with_own_answers
 from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
 from lunar_exp.methods._lunar_edit import WrittenEdit, relative_error, write_edit
 from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge
@@ -95,6 +96,18 @@ class LUNAR:
     reference_dir: str = setting(
         "../shared/benchdata/lunar",
         help="folder of the official reference sets (reference_set=harmful|unverified).",
+    )
+    general_path: str | None = setting(
+        None,
+        help="general questions pinned with the model's own answers, so the edit leaves questions "
+        "outside the forget set alone: a folder of MMLU-style *.csv files or a JSON list of "
+        "{question} records; never evaluation items (docs/lunar_collateral.md). null: none.",
+    )
+    general_limit: int | None = setting(
+        None, gt=0, help="use the first N general questions (null: all)."
+    )
+    general_answer_tokens: int = setting(
+        32, ge=0, help="greedy answer tokens generated per general question; 0 pins prompts only."
     )
     ridge: float = setting(
         1e-4, ge=0, help="ridge strength relative to the Gram matrix's mean diagonal (closed form)."
@@ -165,6 +178,9 @@ class LUNAR:
         self._official_reference: tuple[QA, ...] = ()
         if self.reference_set != "benchmark":
             self._official_reference = load_reference_set(self.reference_set, self.reference_dir)
+        self._general: tuple[QA, ...] = ()
+        if self.general_path is not None:
+            self._general = load_general_prompts(self.general_path, self.general_limit)
 
     def check(self, chat: ChatModel) -> None:
         """Fail before any expensive stage when the layers or dtype do not fit ``chat.model``."""
@@ -230,6 +246,7 @@ class LUNAR:
             "mode": self.mode,
             "reference_set": self.reference_set,
             "n_reference": len(self._reference_items(data)),
+            "n_general": len(self._general),
         }
         if self.mode == "hook":
             tensors.update({f"delta.layer{k}": v.float() for k, v in deltas.items()})
@@ -305,6 +322,12 @@ class LUNAR:
             pairs = encode_item_pairs(tok, data.reference, system)
             last = [len(p) - 1 for p, _ in pairs]
             sources["reference"] = RowSource([p + a for p, a in pairs], [None] * len(pairs), last)
+        if self._general:
+            general = with_own_answers(
+                chat, self._general, self.general_answer_tokens, self.activation_batch_size
+            )
+            pairs = encode_item_pairs(tok, general, system)
+            sources["general"] = RowSource([p + a for p, a in pairs], [None] * len(pairs))
         return sources
 
     def _collect(self, chat: ChatModel, data: UnlearnData, layers: list[int]) -> _Collected:

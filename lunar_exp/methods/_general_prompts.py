@@ -1,0 +1,94 @@
+"""General questions LUNAR can pin so its edit leaves questions outside the forget set alone.
+
+LUNAR's edit ``c r v^T`` moves every row by ``c r (v . x)``; the regression makes ``v . x`` 1 on
+the forget rows and 0 on the pinned ones, and says nothing about rows unlike both. On the TOFU
+twin real-authors and world-facts questions got about half of ``c r`` (docs/lunar_collateral.md).
+Pinning general questions (never evaluation items) with the model's own answers constrains
+``v`` on that region too. Sources: a folder of MMLU-style ``<subject>_dev.csv`` files (a
+``question`` column) or a JSON list of ``{"question": ...}`` / ``{"instruction": ...}`` records.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from lunar_exp.interfaces import QA, ChatModel
+from lunar_exp.metrics.primitives import greedy_generate
+from lunar_exp.prompts import encode_item_prompts
+
+
+def load_general_prompts(path: str | Path, limit: int | None) -> tuple[QA, ...]:
+    """The first ``limit`` (all when None) general questions of ``path``, without answers."""
+    source = Path(path)
+    if source.is_dir():
+        questions = _csv_questions(sorted(source.glob("*.csv")))
+    elif source.is_file():
+        questions = _json_questions(source)
+    else:
+        raise FileNotFoundError(
+            f"method.general_path={path} does not exist. Fix: point it at a folder of MMLU-style "
+            '<subject>_dev.csv files or a JSON list of {"question": ...} records, or set '
+            "method.general_path=null."
+        )
+    questions = [q for q in questions if q.strip()]
+    if not questions:
+        raise ValueError(
+            f"method.general_path={path} holds no question. Fix: use a folder of *.csv files "
+            'with a question column or a JSON list of {"question": ...} records.'
+        )
+    chosen = questions if limit is None else questions[:limit]
+    return tuple(QA(question=q, answer="", edge="general") for q in chosen)
+
+
+def _csv_questions(paths: Sequence[Path]) -> list[str]:
+    questions = []
+    for path in paths:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if "question" not in (reader.fieldnames or []):
+                raise ValueError(
+                    f"{path} has no question column (columns: {reader.fieldnames}). Fix: use "
+                    "MMLU-style CSV files (question, choice0..3, answer)."
+                )
+            questions += [row["question"] for row in reader]
+    return questions
+
+
+def _json_questions(path: Path) -> list[str]:
+    try:
+        records = json.loads(path.read_text())
+        return [_question(record) for record in records]
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f'{path} is not a JSON list of {{"question": ...}} records ({err!r}). Fix: give one, '
+            "or a folder of MMLU-style CSV files."
+        ) from err
+
+
+def _question(record: object) -> str:
+    if not isinstance(record, dict):
+        raise TypeError(f"a record is a {type(record).__name__}, not an object")
+    for key in ("question", "instruction"):
+        if key in record:
+            return str(record[key])
+    raise KeyError(f"a record has neither question nor instruction: {sorted(record)}")
+
+
+def with_own_answers(
+    chat: ChatModel, items: Sequence[QA], max_new_tokens: int, batch_size: int
+) -> tuple[QA, ...]:
+    """``items`` answered greedily by ``chat`` itself (unchanged when ``max_new_tokens`` is 0)."""
+    if max_new_tokens == 0 or not items:
+        return tuple(items)
+    prompts = encode_item_prompts(chat.tokenizer, items, chat.system_prompt)
+    answers = greedy_generate(
+        chat.model, chat.tokenizer, prompts, max_new_tokens, batch_size, "lunar general answers"
+    )
+    return tuple(
+        dataclasses.replace(qa, answer=answer.strip())
+        for qa, answer in zip(items, answers, strict=True)
+    )
