@@ -136,18 +136,25 @@ def time_steps(overrides: list[str], steps: int) -> dict[str, object]:
     items = bench.unlearn.finetune_items()
     size = stage.batch_size
     pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)[: (steps + 1) * size]
+    timed = -(-(len(pairs) - size) // size)  # steps the items allow after the warm-up (<= steps)
+    if timed <= 0:
+        raise SystemExit(
+            f"--time-steps needs more than one batch ({size}) of fine-tuning items; the benchmark "
+            f"has {len(items)}. Fix: lower finetune.batch_size or use a larger benchmark."
+        )
     pad = padding_id(chat.tokenizer)
     with stage.trainable(chat.model) as trained:  # LoRA adapters or frozen lower blocks
         model: Any = trained  # a PeftModel forwards like the model
         supervised_finetune(model, pairs[:size], pad, 1e-9, 1, size, 0, desc="warm-up")
         wall, cpu = time.perf_counter(), time.process_time()
         supervised_finetune(model, pairs[size:], pad, 1e-9, 1, size, 0, desc="timed steps")
-        wall, cpu = (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+        wall, cpu = (time.perf_counter() - wall) / timed, (time.process_time() - cpu) / timed
     per_epoch = -(-len(items) // size)
     return {
         "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
         "cpu_s_per_step": round(cpu, 2),
         "wall_s_per_step": round(wall, 2),
+        "timed_steps": timed,
         "steps_per_epoch": per_epoch,
         "cpu_min_per_epoch": round(cpu * per_epoch / 60, 2),
         "epochs_in_30_cpu_min": round(30 * 60 / (cpu * per_epoch), 1),

@@ -71,3 +71,21 @@ def test_tuning_choice_is_the_lowest_ds_then_the_higher_retain_score():
     ]
     best = choose_best(rows, ["ga", "npo"])
     assert best["ga"]["lr"] == 3e-5 and best["npo"]["lr"] == 3e-5
+
+
+def test_tune_finetune_times_only_the_steps_the_items_allow(tmp_path):
+    out = tmp_path / "steps"
+    base = ["--base", "+exp=smoke", "--out", str(out)]
+    result = run_script(
+        "tune_finetune.py", [*base, "--point", "", "--time-steps", "1000"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads(out.with_suffix(".json").read_text())["step_times"][0]
+    assert 0 < row["timed_steps"] < 1000 and row["cpu_s_per_step"] > 0
+    huge = run_script(
+        "tune_finetune.py",
+        [*base, "--point", "finetune.batch_size=100000", "--time-steps", "2"],
+        tmp_path,
+    )
+    assert huge.returncode != 0 and "Fix: lower finetune.batch_size" in huge.stderr
+    assert "Traceback" not in huge.stderr
