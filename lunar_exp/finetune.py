@@ -20,8 +20,9 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lunar_exp import distributed
 from lunar_exp.bookkeeping import cache
+from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import decoder_layers
-from lunar_exp.interfaces import ChatModel, UnlearnData
+from lunar_exp.interfaces import QA, ChatModel, UnlearnData
 from lunar_exp.metrics.primitives import padding_id
 from lunar_exp.prompts import encode_item_pairs
 from lunar_exp.settings import setting, validate
@@ -81,6 +82,17 @@ class FineTune:
         help="train only the last N decoder blocks and the final norm (None: every weight; "
         "with adapter=lora: adapters only in those blocks).",
     )
+    replay_path: str | None = setting(
+        None,
+        help="general questions trained with the base model's own greedy answers beside the "
+        "benchmark's items, so the target keeps answering questions outside the benchmark: a "
+        "folder of MMLU-style *.csv files or a JSON list of {question} records (never an "
+        "evaluation set). null: no replay.",
+    )
+    replay_limit: int | None = setting(None, gt=0, help="replay the first N questions (null: all).")
+    replay_answer_tokens: int = setting(
+        48, ge=1, help="greedy answer tokens the base model gives each replay question."
+    )
     cache_dir: str | Path = setting(".cache", help="root of the on-disk cache.")
 
     def __post_init__(self) -> None:
@@ -92,20 +104,30 @@ class FineTune:
                 "finetune.lora_targets is empty, so LoRA would train nothing. Fix: list module "
                 "names such as [q_proj, v_proj], or set finetune.adapter=full."
             )
+        self._replay: tuple[QA, ...] = ()
+        if self.enabled and self.replay_path is not None:
+            self._replay = load_general_prompts(
+                self.replay_path, self.replay_limit, "finetune.replay_path"
+            )
 
     @property
     def hparams(self) -> dict[str, object]:
         """The training settings: part of the cache key of the target model (keep the names).
 
-        LoRA's settings join only when ``adapter=lora`` and ``top_layers`` only when set, so
-        full fine-tuning of every weight keeps its keys.
+        LoRA's settings join only when ``adapter=lora``, ``top_layers`` only when set and the
+        replay settings (with the replayed questions) only with a replay set, so full
+        fine-tuning of every weight keeps its keys.
         """
         names = ("lr", "epochs", "batch_size", "weight_decay", "seed")
         if self.adapter == "lora":
             names += ("adapter", *LORA_SETTINGS)
         if self.top_layers is not None:
             names += ("top_layers",)
-        return {name: vars(self)[name] for name in names}
+        hparams: dict[str, object] = {name: vars(self)[name] for name in names}
+        if self._replay:
+            hparams["replay"] = [qa.question for qa in self._replay]
+            hparams["replay_answer_tokens"] = self.replay_answer_tokens
+        return hparams
 
     def entry(self, model_key: dict, data: UnlearnData) -> Path:
         """Cache location keyed by the model config, the exact training items and the hparams."""
@@ -160,7 +182,7 @@ class FineTune:
     def _train(
         self, chat: ChatModel, data: UnlearnData, stage: str, on_epoch_end: EpochHook | None
     ) -> list[float]:
-        items = data.finetune_items()
+        items = data.finetune_items() + self._replayed(chat)
         pairs = encode_item_pairs(chat.tokenizer, items, chat.system_prompt)
         pad = padding_id(chat.tokenizer)
         torch.manual_seed(self.seed)
@@ -180,6 +202,12 @@ class FineTune:
         if isinstance(model, PeftModel):
             chat.model = merge_adapters(model)
         return losses
+
+    def _replayed(self, chat: ChatModel) -> tuple[QA, ...]:
+        """The replay questions with the base model's own answers (before any training)."""
+        return with_own_answers(
+            chat, self._replay, self.replay_answer_tokens, 16, "finetune replay answers"
+        )
 
     @contextmanager
     def trainable(self, model: PreTrainedModel) -> Iterator[PreTrainedModel | PeftModel]:

@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import check_layers, decoder_layers, down_proj, redirect_down_proj
 from lunar_exp.interfaces import QA, ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
@@ -38,7 +39,6 @@ from lunar_exp.methods._activations import (
     mean_last_token_outputs,
     run_shared_prefix,
 )
-from lunar_exp.methods._general_prompts import load_general_prompts, with_own_answers
 from lunar_exp.methods._layer_sweep import steering_sweep, top_layers
 from lunar_exp.methods._lunar_edit import WrittenEdit, relative_error, write_edit
 from lunar_exp.methods._lunar_solvers import RidgeAccumulator, fit_adamw, fit_report, solve_ridge

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import capture_down_proj
 from lunar_exp.methods._activations import forward_until
-from lunar_exp.methods._general_prompts import load_general_prompts, with_own_answers
 from lunar_exp.methods.lunar import LUNAR
 from lunar_exp.metrics.primitives import greedy_generate, pad_left, padding_id
 from lunar_exp.prompts import encode_item_prompts

@@ -1,11 +1,13 @@
-"""General questions LUNAR can pin so its edit leaves questions outside the forget set alone.
+"""General questions: pinned by LUNAR (``method.general_path``), replayed by the fine-tuning stage.
 
 LUNAR's edit ``c r v^T`` moves every row by ``c r (v . x)``; the regression makes ``v . x`` 1 on
 the forget rows and 0 on the pinned ones, and says nothing about rows unlike both. On the TOFU
 twin real-authors and world-facts questions got about half of ``c r`` (docs/lunar_collateral.md).
 Pinning general questions (never evaluation items) with the model's own answers constrains
-``v`` on that region too. Sources: a folder of MMLU-style ``<subject>_dev.csv`` files (a
-``question`` column) or a JSON list of ``{"question": ...}`` / ``{"instruction": ...}`` records.
+``v`` on that region too. The fine-tuning stage can replay such questions with the base model's
+own answers (``finetune.replay_path``) so the target keeps answering them. Sources: a folder of
+MMLU-style ``<subject>_dev.csv`` files (a ``question`` column) or a JSON list of
+``{"question": ...}`` / ``{"instruction": ...}`` records.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from lunar_exp.metrics.primitives import greedy_generate
 from lunar_exp.prompts import encode_item_prompts
 
 
-def load_general_prompts(path: str | Path, limit: int | None) -> tuple[QA, ...]:
-    """The first ``limit`` (all when None) general questions of ``path``, without answers."""
+def load_general_prompts(
+    path: str | Path, limit: int | None, option: str = "method.general_path"
+) -> tuple[QA, ...]:
+    """The first ``limit`` (all when None) general questions of ``path``, without answers.
+
+    ``option`` names the setting that gave ``path``, for the error message.
+    """
     source = Path(path)
     if source.is_dir():
         questions = _csv_questions(sorted(source.glob("*.csv")))
@@ -30,14 +37,14 @@ def load_general_prompts(path: str | Path, limit: int | None) -> tuple[QA, ...]:
         questions = _json_questions(source)
     else:
         raise FileNotFoundError(
-            f"method.general_path={path} does not exist. Fix: point it at a folder of MMLU-style "
+            f"{option}={path} does not exist. Fix: point it at a folder of MMLU-style "
             '<subject>_dev.csv files or a JSON list of {"question": ...} records, or set '
-            "method.general_path=null."
+            f"{option}=null."
         )
     questions = [q for q in questions if q.strip()]
     if not questions:
         raise ValueError(
-            f"method.general_path={path} holds no question. Fix: use a folder of *.csv files "
+            f"{option}={path} holds no question. Fix: use a folder of *.csv files "
             'with a question column or a JSON list of {"question": ...} records.'
         )
     chosen = questions if limit is None else questions[:limit]
@@ -79,15 +86,17 @@ def _question(record: object) -> str:
 
 
 def with_own_answers(
-    chat: ChatModel, items: Sequence[QA], max_new_tokens: int, batch_size: int
+    chat: ChatModel,
+    items: Sequence[QA],
+    max_new_tokens: int,
+    batch_size: int,
+    desc: str = "lunar general answers",
 ) -> tuple[QA, ...]:
     """``items`` answered greedily by ``chat`` itself (unchanged when ``max_new_tokens`` is 0)."""
     if max_new_tokens == 0 or not items:
         return tuple(items)
     prompts = encode_item_prompts(chat.tokenizer, items, chat.system_prompt)
-    answers = greedy_generate(
-        chat.model, chat.tokenizer, prompts, max_new_tokens, batch_size, "lunar general answers"
-    )
+    answers = greedy_generate(chat.model, chat.tokenizer, prompts, max_new_tokens, batch_size, desc)
     return tuple(
         dataclasses.replace(qa, answer=answer.strip())
         for qa, answer in zip(items, answers, strict=True)
