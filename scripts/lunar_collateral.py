@@ -23,7 +23,6 @@ Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import time
@@ -35,9 +34,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import capture_block_outputs, capture_down_proj
 from lunar_exp.interfaces import QA
-from lunar_exp.methods._activations import forward_until
+from lunar_exp.methods._activations import forward_until, mean_last_token_outputs
 from lunar_exp.metrics.primitives import batches, greedy_generate, pad_left, padding_id
 from lunar_exp.metrics.text import is_refusal, rouge_recall
 from lunar_exp.pipeline import model_cache_key, seed_everything
@@ -71,7 +71,8 @@ def main() -> None:
     chat = instantiate(cfg.model)
     instantiate(cfg.finetune).run(chat, data, model_cache_key(cfg))
     general_dir = Path(args.general_dir or Path(cfg.paths.data_dir) / "mmlu" / "dev")
-    general = _answered(chat, _mmlu_questions(general_dir, args.general_limit), args)
+    questions = load_general_prompts(general_dir, args.general_limit)
+    general = list(with_own_answers(chat, questions, args.max_new_tokens, 16))
     sets = {
         "forget": list(data.forget),
         "retain": list(data.retain)[:40],
@@ -122,22 +123,6 @@ def main() -> None:
         _write(Path(args.out), report)
 
 
-def _mmlu_questions(folder: Path, limit: int) -> list[QA]:
-    items = []
-    for path in sorted(folder.glob("*_dev.csv")):
-        with path.open(newline="") as handle:
-            for record in csv.DictReader(handle):
-                items.append(QA(question=record["question"], answer="", edge=path.stem))
-    return items[:limit]
-
-
-def _answered(chat, items: list[QA], args) -> list[QA]:
-    """``items`` with the target model's own greedy answers."""
-    prompts = encode_item_prompts(chat.tokenizer, items, chat.system_prompt)
-    answers = greedy_generate(chat.model, chat.tokenizer, prompts, args.max_new_tokens, 16)
-    return [dataclasses.replace(qa, answer=a.strip()) for qa, a in zip(items, answers, strict=True)]
-
-
 def _as_qa(items) -> list[QA]:
     return [QA(question=it.question, answer=it.answer, edge="eval") for it in items]
 
@@ -175,8 +160,6 @@ _FORGET_MEANS: dict[int, torch.Tensor] = {}
 
 def _forget_mean(chat, data, layer: int) -> torch.Tensor:
     if layer not in _FORGET_MEANS:
-        from lunar_exp.methods._activations import mean_last_token_outputs
-
         prompts = encode_item_prompts(chat.tokenizer, data.forget, chat.system_prompt)
         means = mean_last_token_outputs(
             chat.model, prompts, [layer], padding_id(chat.tokenizer), 16, "forget mean"

@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lunar_collateral import _answered, _as_qa, _behaviour, _geometry, _mmlu_questions
+from lunar_collateral import _as_qa, _behaviour, _geometry
 from omegaconf import OmegaConf
 
+from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import add_to_block_outputs
 from lunar_exp.interfaces import QA
 from lunar_exp.pipeline import model_cache_key, seed_everything
@@ -41,8 +42,9 @@ chat = instantiate(cfg.model)
 instantiate(cfg.finetune).run(chat, data, model_cache_key(cfg))
 
 
-class A:
-    max_new_tokens = 32
+def _answered(items):
+    """``items`` with the target model's own 32-token greedy answers."""
+    return list(with_own_answers(chat, items, 32, 16))
 
 
 sets = {
@@ -122,14 +124,14 @@ if which == "curve":
         show(f"steer s={s}", rows)
 elif which in ("mmlu", "muse", "self"):
     if which == "mmlu":
-        general = _answered(chat, _mmlu_questions(mmlu_dir, 285), A)
+        general = _answered(load_general_prompts(mmlu_dir, 285))
     elif which == "muse":
-        general = _answered(chat, muse_questions(), A)
+        general = _answered(muse_questions())
     else:
         t = time.time()
         qs = self_questions()
         print("self questions", len(qs), round(time.time() - t), [q.question for q in qs[:30]])
-        general = _answered(chat, qs, A)
+        general = _answered(qs)
     sets["general"] = general[:40]
     for change in [{}, {"shifted_weight": 10.0}, {"coeffs": [8.0]}]:
         measure(f"{which} {change}", change, general)
@@ -138,8 +140,8 @@ elif which == "layers":
         for c in [2.0, 4.0]:
             measure(f"layer {layer} c={c}", {"layers": [layer], "coeffs": [c]}, (), layer)
 elif which == "lastgen":
-    general = _answered(chat, _mmlu_questions(mmlu_dir, 285), A)
-    general_muse = _answered(chat, muse_questions(), A)
+    general = _answered(load_general_prompts(mmlu_dir, 285))
+    general_muse = _answered(muse_questions())
     sets["general"] = general[:40]
     last = {"perturb_positions": "last"}
     measure("mmlu last c4", last, general)
