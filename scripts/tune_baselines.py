@@ -1,9 +1,12 @@
 """Grid-search lr and epochs of the baselines on a benchmark; write JSON and a Markdown table.
 
 Usage: python scripts/tune_baselines.py [--methods ga,npo] [--lrs 1e-5,5e-5,2e-4]
-                                        [--epochs 5,10] [--out docs/tuning_synthetic] [overrides]
+                                        [--epochs 5,10] [--out docs/tuning_synthetic]
+                                        [--runs-dir DIR] [overrides]
 Selection rule: the lowest Deviation Score; ties go to the higher retain ROUGE-1. Every run
-starts from the same cached target model (fine-tuned once).
+starts from the same cached target model (fine-tuned once). With --runs-dir the run directories
+are kept there, one folder per grid point (`<method>/lr<lr>_e<epochs>`), so the chosen runs can
+feed `python -m lunar_exp.table`; without it they are deleted.
 """
 
 import argparse
@@ -34,16 +37,19 @@ def main() -> None:
     parser.add_argument("--lrs", default="1e-5,5e-5,2e-4")
     parser.add_argument("--epochs", default="10")
     parser.add_argument("--out", default=str(ROOT / "docs" / "tuning_synthetic"))
+    parser.add_argument("--runs-dir", help="keep the run directories here (default: deleted)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
         grid = itertools.product(
             args.methods.split(","), args.lrs.split(","), args.epochs.split(",")
         )
         for method, lr, epochs in grid:
             settings = [f"method={method}", f"method.loop.lr={lr}", f"method.loop.epochs={epochs}"]
-            metrics = run_once(settings + args.overrides, Path(tmp), Path(args.out + ".log"))
+            point_dir = runs_dir / method / f"lr{lr}_e{epochs}"
+            metrics = run_once(settings + args.overrides, point_dir, Path(args.out + ".log"))
             rows.append(
                 {
                     "method": method,

@@ -49,9 +49,14 @@ def test_bench_methods_reports_ratios_to_lunar_and_the_target_floor(tmp_path):
 
 def test_tune_baselines_runs_the_grid_and_reports_its_choice(tmp_path):
     out = tmp_path / "tune"
+    runs = tmp_path / "runs"
     args = ["--methods", "ga", "--lrs", "1e-4,1e-2", "--epochs", "1,2", "--out", str(out)]
+    args += ["--runs-dir", str(runs)]
     result = run_script("tune_baselines.py", [*args, "+exp=smoke"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    points = {"lr1e-4_e1", "lr1e-4_e2", "lr1e-2_e1", "lr1e-2_e2"}
+    assert {path.name for path in (runs / "ga").iterdir()} == points
+    assert all(len(list((runs / "ga" / p).rglob("metrics.json"))) == 1 for p in points)
     report = json.loads(out.with_suffix(".json").read_text())
     grid = {(row["lr"], row["epochs"]) for row in report["rows"] if row["method"] == "ga"}
     assert grid == {(1e-4, 1), (1e-4, 2), (1e-2, 1), (1e-2, 2)}
