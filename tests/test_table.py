@@ -312,3 +312,20 @@ def test_distinct_target_models_are_averaged_once_each(tmp_path):
     # retain R1 of the two distinct targets: mean(0.8, 1.0) = 0.9, sample std 0.1414
     assert target["retain/rouge1_recall mean"].iloc[0] == pytest.approx(0.9)
     assert target["retain/rouge1_recall std"].iloc[0] == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_ds_over_lunar_follows_ds_per_benchmark_and_needs_a_lunar_row(tmp_path):
+    fake_run(tmp_path, "lunar", 0, result(0.0, 0.9))  # DS 10
+    fake_run(tmp_path, "lunar", 1, result(0.0, 0.7))  # DS 30: LUNAR's mean DS is 20
+    fake_run(tmp_path, "ga", 0, result(0.3, 0.6))  # DS 50
+    fake_run(tmp_path, "ga", 0, result(0.3, 0.6), benchmark="other")  # no LUNAR run there
+    layout = load_layout()
+    table = build_table([read_run_dir(p) for p in find_run_dirs(tmp_path)], layout)
+    keys = [c.key for c in table.columns]
+    assert keys[keys.index("deviation_score") + 1] == "deviation_score/over_lunar"
+    ratio = table.frame["deviation_score/over_lunar mean"]
+    assert ratio[("toy", "tiny", "ga", "default", "none")] == pytest.approx(2.5)
+    assert ratio[("toy", "tiny", "lunar", "default", "none")] == pytest.approx(1.0)
+    assert math.isnan(ratio[("other", "tiny", "ga", "default", "none")])
+    header = next(line for line in to_markdown(table, layout).splitlines() if "| Method" in line)
+    assert "| DS ↓ | DS / LUNAR ↓ |" in header

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -32,12 +32,17 @@ class Layout:
         columns: metric key -> column label, in column order.
         attacks: attack name -> label, in column order.
         attack_metrics: metric key under ``attack/<name>/`` -> short label.
+        relative: metric key -> label of a column that divides each row's mean by the
+            ``relative_to`` method's (default variant, same benchmark × model × attack).
+        relative_to: the method those columns divide by (LUNAR in the paper layout).
     """
 
     methods: Mapping[str, str]
     columns: Mapping[str, str]
     attacks: Mapping[str, str]
     attack_metrics: Mapping[str, str]
+    relative: Mapping[str, str] = field(default_factory=dict)
+    relative_to: str = "lunar"
 
     def method_label(self, method: str) -> str:
         """The row label of a method (its name when the layout has none)."""
@@ -77,8 +82,14 @@ class Layout:
 def load_layout(path: Path = DEFAULT_LAYOUT) -> Layout:
     """Read a layout file; missing sections are empty."""
     values = yaml.safe_load(Path(path).read_text()) or {}
-    sections = ("methods", "columns", "attacks", "attack_metrics")
-    return Layout(*({str(k): str(v) for k, v in (values.get(s) or {}).items()} for s in sections))
+    sections = ("methods", "columns", "attacks", "attack_metrics", "relative")
+    mappings = ({str(k): str(v) for k, v in (values.get(s) or {}).items()} for s in sections)
+    return Layout(*mappings, relative_to=str(values.get("relative_to") or "lunar"))
+
+
+def relative_key(key: str, method: str) -> str:
+    """``key`` divided by ``method``'s mean, as a column key: ``deviation_score/over_lunar``."""
+    return f"{key}/over_{method}"
 
 
 def arrow(directions: Mapping[str, bool | None], key: str) -> str:

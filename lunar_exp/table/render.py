@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lunar_exp.table.layout import Column, Layout, arrow
+from lunar_exp.table.layout import Column, Layout, arrow, relative_key
 from lunar_exp.table.runs import (
     DEFAULT_VARIANT,
     GROUP_KEYS,
@@ -81,6 +81,9 @@ def build_table(
         chosen = as_frame(picked.droplevel("metric"))
         for stat in ("mean", "std"):
             frame[f"{column.key} {stat}"] = chosen[stat].reindex(frame.index)
+    declared = merged_directions(records)
+    if not metrics:  # the layout's columns; --metrics gives exactly the keys asked for
+        columns = _add_relative_columns(frame, columns, layout, declared)
     order = sorted(range(len(frame)), key=lambda i: _row_order(frame.index[i], layout))
     frame = frame.iloc[order]
     varying = [k for k in GROUP_KEYS if frame.index.get_level_values(k).nunique() > 1]
@@ -90,9 +93,42 @@ def build_table(
         k: value for k, value in first.items() if k not in labels and value != UNREMARKABLE.get(k)
     }
     failed = sorted(run.source for run in records if run.failed)
-    declared = merged_directions(records)
     directions = {c.key: declared[c.key] for c in columns if c.key in declared}
     return Table(frame, columns, labels, constant, failed, bool(targets), directions)
+
+
+def _add_relative_columns(
+    frame: pd.DataFrame, columns: list[Column], layout: Layout, declared: dict
+) -> list[Column]:
+    """Fill the layout's relative columns (a row's mean over the reference method's mean).
+
+    The reference is ``layout.relative_to`` in the default variant, in the same benchmark ×
+    model × attack; rows without one get NaN. Each new column follows the column it divides
+    and inherits its direction (``declared`` gains it). Returns the columns in table order.
+    """
+    shown = {c.key for c in columns}
+    out = []
+    for column in columns:
+        out.append(column)
+        if column.key not in layout.relative:
+            continue
+        key = relative_key(column.key, layout.relative_to)
+        means = as_series(frame[f"{column.key} mean"])
+        frame[f"{key} mean"] = [_reference_ratio(means, index, layout) for index in frame.index]
+        frame[f"{key} std"] = math.nan
+        if column.key in declared and key not in shown:
+            declared[key] = declared[column.key]
+        out.append(Column(key, layout.relative[column.key]))
+    return out
+
+
+def _reference_ratio(means: pd.Series, index: Hashable, layout: Layout) -> float:
+    group = _group(index)
+    reference = {**group, "method": layout.relative_to, "variant": DEFAULT_VARIANT}
+    key = tuple(reference[k] for k in GROUP_KEYS)
+    denominator = _number(means.get(key)) if key in means.index else math.nan
+    value = _number(means.get(index))
+    return value / denominator if denominator else math.nan
 
 
 def _row_order(index: tuple, layout: Layout) -> tuple:
