@@ -1,12 +1,19 @@
 """Grid-search lr and epochs of the baselines on a benchmark; write JSON and a Markdown table.
 
 Usage: python scripts/tune_baselines.py [--methods ga,npo] [--lrs 1e-5,5e-5,2e-4]
-                                        [--epochs 5,10] [--out docs/tuning_synthetic]
-                                        [--runs-dir DIR] [overrides]
-Selection rule: the lowest Deviation Score; ties go to the higher retain ROUGE-1. Every run
-starts from the same cached target model (fine-tuned once). With --runs-dir the run directories
-are kept there, one folder per grid point (`<method>/lr<lr>_e<epochs>`), so the chosen runs can
-feed `python -m lunar_exp.table`; without it they are deleted.
+                                        [--epochs 5,10] [--grid ga:3e-6,1e-5:10 ...]
+                                        [--jobs 2] [--out docs/tuning_synthetic]
+                                        [--runs-dir DIR] [--write-tuned BENCHMARK] [overrides]
+The grid is --methods x --lrs x --epochs, or, with one or more --grid METHOD:LRS:EPOCHS, the
+union of those per-method grids. --jobs runs that many grid points at once (each is its own
+child process; give `threads=1` so they do not fight over the cores). Selection rule: the lowest
+Deviation Score; ties go to the higher retain ROUGE-1. Every run starts from the same cached
+target model (fine-tuned once; warm it with one run first when --jobs > 1, or two jobs will
+fine-tune it side by side). With --runs-dir the run directories are kept there, one folder per
+grid point (`<method>/lr<lr>_e<epochs>`, with its log `run.log`), so the chosen runs can feed
+`python -m lunar_exp.table`; without it they are deleted. --write-tuned BENCHMARK writes each
+method's choice to conf/tuned/<method>_<BENCHMARK>.yaml, the file Hydra picks up for
+`method=<method> benchmark=<BENCHMARK>`.
 """
 
 import argparse
@@ -14,6 +21,7 @@ import itertools
 import json
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _runs import ROOT, machine, run_once
@@ -31,39 +39,98 @@ KEYS = [
 
 
 def main() -> None:
+    args = _parser().parse_args()
+    points = grid_points(args)
+    methods = list(dict.fromkeys(method for method, _, _ in points))
+    with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = Path(args.runs_dir or tmp)
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            rows = list(pool.map(lambda p: _run_point(p, runs_dir, args.overrides), points))
+    best = choose_best(rows, methods)
+    command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
+    report = {"command": command, "machine": machine(), "rows": rows, "best": best}
+    Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out + ".md").write_text(_markdown(rows, best, command))
+    if args.write_tuned:
+        for method, row in best.items():
+            path = Path(args.tuned_dir) / f"{method}_{args.write_tuned}.yaml"
+            path.write_text(tuned_yaml(row, args.write_tuned, args.out, command))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     baselines = [name for name in method_options() if name != "lunar"]
     parser.add_argument("--methods", default=",".join(baselines))
     parser.add_argument("--lrs", default="1e-5,5e-5,2e-4")
     parser.add_argument("--epochs", default="10")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="METHOD:LRS:EPOCHS",
+        help="a per-method grid, e.g. ga:3e-6,1e-5:10 (repeatable; replaces the three above)",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="grid points run at once")
     parser.add_argument("--out", default=str(ROOT / "docs" / "tuning_synthetic"))
     parser.add_argument("--runs-dir", help="keep the run directories here (default: deleted)")
+    parser.add_argument("--write-tuned", metavar="BENCHMARK", help="write conf/tuned files")
+    parser.add_argument("--tuned-dir", default=str(ROOT / "conf" / "tuned"))
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runs_dir = Path(args.runs_dir or tmp)
-        grid = itertools.product(
-            args.methods.split(","), args.lrs.split(","), args.epochs.split(",")
-        )
-        for method, lr, epochs in grid:
-            settings = [f"method={method}", f"method.loop.lr={lr}", f"method.loop.epochs={epochs}"]
-            point_dir = runs_dir / method / f"lr{lr}_e{epochs}"
-            metrics = run_once(settings + args.overrides, point_dir, Path(args.out + ".log"))
-            rows.append(
-                {
-                    "method": method,
-                    "lr": float(lr),
-                    "epochs": int(epochs),
-                    **{k: round(float(metrics[k]), 4) for k in KEYS},
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
-    best = choose_best(rows, args.methods.split(","))
-    command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
-    report = {"command": command, "machine": machine(), "rows": rows, "best": best}
-    Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.out + ".md").write_text(_markdown(rows, best, command))
+    return parser
+
+
+def grid_points(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(method, lr, epochs) of every grid point, in the order given."""
+    if not args.grid:
+        spans = [(args.methods, args.lrs, args.epochs)]
+    else:
+        spans = [_split_grid(spec) for spec in args.grid]
+    points = []
+    for methods, lrs, epochs in spans:
+        product = itertools.product(methods.split(","), lrs.split(","), epochs.split(","))
+        points += [p for p in product if p not in points]
+    unknown = sorted({m for m, _, _ in points} - set(method_options()) - {"lunar"})
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {method_options()}")
+    return points
+
+
+def _split_grid(spec: str) -> tuple[str, str, str]:
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise SystemExit(f"--grid {spec!r}: expected METHOD:LRS:EPOCHS, e.g. ga:3e-6,1e-5:10")
+    return parts[0], parts[1], parts[2]
+
+
+def _run_point(point: tuple[str, str, str], runs_dir: Path, overrides: list[str]) -> dict:
+    method, lr, epochs = point
+    settings = [f"method={method}", f"method.loop.lr={lr}", f"method.loop.epochs={epochs}"]
+    point_dir = runs_dir / method / f"lr{lr}_e{epochs}"
+    point_dir.mkdir(parents=True, exist_ok=True)
+    metrics = run_once(settings + overrides, point_dir, point_dir / "run.log")
+    row = {"method": method, "lr": float(lr), "epochs": int(epochs)}
+    row |= {k: round(float(metrics[k]), 4) for k in KEYS}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def tuned_yaml(row: dict, benchmark: str, out: str, command: str) -> str:
+    """The conf/tuned file of one method's chosen grid point, with where it came from."""
+    return (
+        "# @package _global_\n"
+        f"# {row['method']} on benchmark={benchmark}: best Deviation Score "
+        f"({row['deviation_score']:g}) of the lr x epochs grid in docs/{Path(out).name}.md\n"
+        f"# (selection: lowest DS), written by: {command}\n"
+        "method:\n"
+        "  loop:\n"
+        f"    lr: {_yaml_float(row['lr'])}\n"
+        f"    epochs: {row['epochs']}\n"
+    )
+
+
+def _yaml_float(value: float) -> str:
+    """3e-06 as 3.0e-6: a float to YAML (which needs the dot), in the style of conf/tuned."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def choose_best(rows: list[dict], methods: list[str]) -> dict[str, dict]:

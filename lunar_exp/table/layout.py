@@ -84,7 +84,7 @@ def load_layout(path: Path = DEFAULT_LAYOUT) -> Layout:
     values = yaml.safe_load(Path(path).read_text()) or {}
     sections = ("methods", "columns", "attacks", "attack_metrics", "relative")
     mappings = ({str(k): str(v) for k, v in (values.get(s) or {}).items()} for s in sections)
-    return Layout(*mappings, relative_to=str(values.get("relative_to") or "lunar"))
+    return Layout(*mappings, relative_to=str(values.get("relative_to") or Layout.relative_to))
 
 
 def relative_key(key: str, method: str) -> str:

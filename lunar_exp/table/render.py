@@ -106,7 +106,6 @@ def _add_relative_columns(
     model × attack; rows without one get NaN. Each new column follows the column it divides
     and inherits its direction (``declared`` gains it). Returns the columns in table order.
     """
-    shown = {c.key for c in columns}
     out = []
     for column in columns:
         out.append(column)
@@ -116,7 +115,7 @@ def _add_relative_columns(
         means = as_series(frame[f"{column.key} mean"])
         frame[f"{key} mean"] = [_reference_ratio(means, index, layout) for index in frame.index]
         frame[f"{key} std"] = math.nan
-        if column.key in declared and key not in shown:
+        if column.key in declared:
             declared[key] = declared[column.key]
         out.append(Column(key, layout.relative[column.key]))
     return out

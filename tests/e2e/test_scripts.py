@@ -1,17 +1,19 @@
 """The benchmark scripts that write the committed tables in docs/, run on the tiny smoke setup."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from lunar_exp.metrics.text import deviation_score
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from tune_baselines import choose_best  # noqa: E402
+from tune_baselines import choose_best, grid_points, tuned_yaml  # noqa: E402
 
 
 def run_script(name: str, args: list[str], tmp_path) -> subprocess.CompletedProcess:
@@ -62,6 +64,50 @@ def test_tune_baselines_runs_the_grid_and_reports_its_choice(tmp_path):
     assert grid == {(1e-4, 1), (1e-4, 2), (1e-2, 1), (1e-2, 2)}
     assert report["best"]["ga"] == choose_best(report["rows"], ["ga"])["ga"]
     assert "**yes**" in out.with_suffix(".md").read_text()
+
+
+def test_tune_baselines_runs_per_method_grids_side_by_side_and_writes_tuned_files(tmp_path):
+    out, tuned = tmp_path / "tune", tmp_path / "tuned"
+    tuned.mkdir()
+    args = ["--grid", "ga:1e-4:1", "--grid", "npo:1e-4,1e-2:1", "--jobs", "2", "--out", str(out)]
+    args += ["--write-tuned", "smoketest", "--tuned-dir", str(tuned), "+exp=smoke", "threads=1"]
+    result = run_script("tune_baselines.py", args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    points = [(row["method"], row["lr"], row["epochs"]) for row in report["rows"]]
+    assert points == [("ga", 1e-4, 1), ("npo", 1e-4, 1), ("npo", 1e-2, 1)]  # the order given
+    assert sorted(p.name for p in tuned.iterdir()) == ["ga_smoketest.yaml", "npo_smoketest.yaml"]
+    for method in ("ga", "npo"):
+        written = OmegaConf.load(tuned / f"{method}_smoketest.yaml")
+        assert written.method.loop.lr == report["best"][method]["lr"]
+        assert written.method.loop.epochs == 1
+
+
+def test_tuned_yaml_keeps_the_lr_a_float_and_names_its_source():
+    row = {"method": "ga", "lr": 3e-6, "epochs": 10, "deviation_score": 12.5}
+    text = tuned_yaml(row, "tofu", "docs/tuning_tofu", "python scripts/tune_baselines.py x")
+    assert text.startswith("# @package _global_\n") and "docs/tuning_tofu.md" in text
+    assert "lr: 3.0e-6" in text
+    assert OmegaConf.create(text).method.loop.lr == 3e-6
+
+
+def test_grid_points_join_per_method_grids_and_reject_bad_ones():
+    def parse(*grids, methods="ga", lrs="1e-5", epochs="10"):
+        return grid_points(
+            argparse.Namespace(grid=list(grids), methods=methods, lrs=lrs, epochs=epochs)
+        )
+
+    assert parse() == [("ga", "1e-5", "10")]
+    assert parse("ga:1e-5,3e-5:5", "rmu:1e-3:20,5") == [
+        ("ga", "1e-5", "5"),
+        ("ga", "3e-5", "5"),
+        ("rmu", "1e-3", "20"),
+        ("rmu", "1e-3", "5"),
+    ]
+    with pytest.raises(SystemExit, match="METHOD:LRS:EPOCHS"):
+        parse("ga:1e-5")
+    with pytest.raises(SystemExit, match="unknown method"):
+        parse("gaa:1e-5:10")
 
 
 def test_tuning_choice_is_the_lowest_ds_then_the_higher_retain_score():
