@@ -3,10 +3,13 @@
 Usage: python scripts/tune_baselines.py [--methods ga,npo] [--lrs 1e-5,5e-5,2e-4]
                                         [--epochs 5,10] [--grid ga:3e-6,1e-5:10 ...]
                                         [--jobs 2] [--out docs/tuning_synthetic]
-                                        [--runs-dir DIR] [--write-tuned BENCHMARK] [overrides]
+                                        [--runs-dir DIR] [--write-tuned BENCHMARK] [--extend]
+                                        [overrides]
 The grid is --methods x --lrs x --epochs, or, with one or more --grid METHOD:LRS:EPOCHS, the
-union of those per-method grids. --jobs runs that many grid points at once (each is its own
-child process; give `threads=1` so they do not fight over the cores). Selection rule: the lowest
+union of those per-method grids. --extend adds to the report already at --out: it runs only the
+grid points that report lacks and chooses over all rows (the report lists every command). --jobs
+runs that many grid points at once (each is its own child process; give `threads=1` so they do
+not fight over the cores). Selection rule: the lowest
 Deviation Score; ties go to the higher retain ROUGE-1. Every run starts from the same cached
 target model (fine-tuned once; warm it with one run first when --jobs > 1, or two jobs will
 fine-tune it side by side). With --runs-dir the run directories are kept there, one folder per
@@ -40,21 +43,33 @@ KEYS = [
 
 def main() -> None:
     args = _parser().parse_args()
-    points = grid_points(args)
-    methods = list(dict.fromkeys(method for method, _, _ in points))
+    command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
+    earlier_rows, commands = _earlier_report(args.out) if args.extend else ([], [])
+    done = {(r["method"], r["lr"], r["epochs"]) for r in earlier_rows}
+    points = [p for p in grid_points(args) if (p[0], float(p[1]), int(p[2])) not in done]
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = Path(args.runs_dir or tmp)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             rows = list(pool.map(lambda p: _run_point(p, runs_dir, args.overrides), points))
-    best = choose_best(rows, methods)
-    command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
-    report = {"command": command, "machine": machine(), "rows": rows, "best": best}
+    rows = earlier_rows + rows
+    best = choose_best(rows, list(dict.fromkeys(r["method"] for r in rows)))
+    commands = [*commands, command]
+    report = {"commands": commands, "machine": machine(), "rows": rows, "best": best}
     Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.out + ".md").write_text(_markdown(rows, best, command))
+    Path(args.out + ".md").write_text(_markdown(rows, best, commands))
     if args.write_tuned:
         for method, row in best.items():
             path = Path(args.tuned_dir) / f"{method}_{args.write_tuned}.yaml"
-            path.write_text(tuned_yaml(row, args.write_tuned, args.out, command))
+            path.write_text(tuned_yaml(row, args.write_tuned, args.out))
+
+
+def _earlier_report(out: str) -> tuple[list[dict], list[str]]:
+    """The rows and commands of the report at ``out`` (--extend); none when there is none yet."""
+    path = Path(out + ".json")
+    if not path.exists():
+        return [], []
+    report = json.loads(path.read_text())
+    return report["rows"], report.get("commands") or [report["command"]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, help="grid points run at once")
     parser.add_argument("--out", default=str(ROOT / "docs" / "tuning_synthetic"))
     parser.add_argument("--runs-dir", help="keep the run directories here (default: deleted)")
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="add to the report at --out: run only its missing grid points, choose over all rows",
+    )
     parser.add_argument("--write-tuned", metavar="BENCHMARK", help="write conf/tuned files")
     parser.add_argument("--tuned-dir", default=str(ROOT / "conf" / "tuned"))
     parser.add_argument("overrides", nargs="*")
@@ -113,13 +133,14 @@ def _run_point(point: tuple[str, str, str], runs_dir: Path, overrides: list[str]
     return row
 
 
-def tuned_yaml(row: dict, benchmark: str, out: str, command: str) -> str:
+def tuned_yaml(row: dict, benchmark: str, out: str) -> str:
     """The conf/tuned file of one method's chosen grid point, with where it came from."""
     return (
         "# @package _global_\n"
         f"# {row['method']} on benchmark={benchmark}: best Deviation Score "
         f"({row['deviation_score']:g}) of the lr x epochs grid in docs/{Path(out).name}.md\n"
-        f"# (selection: lowest DS), written by: {command}\n"
+        "# (selection: lowest DS), written by scripts/tune_baselines.py --write-tuned with the\n"
+        f"# commands listed there.\n"
         "method:\n"
         "  loop:\n"
         f"    lr: {_yaml_float(row['lr'])}\n"
@@ -144,9 +165,11 @@ def choose_best(rows: list[dict], methods: list[str]) -> dict[str, dict]:
     }
 
 
-def _markdown(rows, best, command) -> str:
+def _markdown(rows: list[dict], best: dict, commands: list[str]) -> str:
     lines = [
-        f"Generated by `{command}` (selection: lowest DS).",
+        "Generated by (selection: lowest DS over all rows):",
+        "",
+        *(f"- `{command}`" for command in commands),
         "",
         "| method | lr | epochs | DS | forget R1 | retain R1 | forget refusal | "
         "retain refusal | unlearn s | chosen |",

@@ -66,8 +66,8 @@ def test_tune_baselines_runs_the_grid_and_reports_its_choice(tmp_path):
     assert "**yes**" in out.with_suffix(".md").read_text()
 
 
-def test_tune_baselines_runs_per_method_grids_side_by_side_and_writes_tuned_files(tmp_path):
-    out, tuned = tmp_path / "tune", tmp_path / "tuned"
+def test_tune_baselines_runs_per_method_grids_side_by_side_and_extends_them(tmp_path):
+    out, tuned, runs = tmp_path / "tune", tmp_path / "tuned", tmp_path / "runs"
     tuned.mkdir()
     args = ["--grid", "ga:1e-4:1", "--grid", "npo:1e-4,1e-2:1", "--jobs", "2", "--out", str(out)]
     args += ["--write-tuned", "smoketest", "--tuned-dir", str(tuned), "+exp=smoke", "threads=1"]
@@ -81,11 +81,22 @@ def test_tune_baselines_runs_per_method_grids_side_by_side_and_writes_tuned_file
         written = OmegaConf.load(tuned / f"{method}_smoketest.yaml")
         assert written.method.loop.lr == report["best"][method]["lr"]
         assert written.method.loop.epochs == 1
+    # --extend runs only the points the report lacks and chooses over all rows.
+    more = ["--grid", "ga:1e-4,1e-3:1", "--extend", "--out", str(out), "--runs-dir", str(runs)]
+    result = run_script("tune_baselines.py", [*more, "+exp=smoke", "threads=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.relative_to(runs).parts[:2] for p in runs.rglob("metrics.json")] == [
+        ("ga", "lr1e-3_e1")
+    ]
+    extended = json.loads(out.with_suffix(".json").read_text())
+    assert extended["rows"][:3] == report["rows"] and len(extended["rows"]) == 4
+    assert len(extended["commands"]) == 2 and "--extend" in extended["commands"][1]
+    assert extended["best"]["ga"] == choose_best(extended["rows"], ["ga"])["ga"]
 
 
 def test_tuned_yaml_keeps_the_lr_a_float_and_names_its_source():
     row = {"method": "ga", "lr": 3e-6, "epochs": 10, "deviation_score": 12.5}
-    text = tuned_yaml(row, "tofu", "docs/tuning_tofu", "python scripts/tune_baselines.py x")
+    text = tuned_yaml(row, "tofu", "docs/tuning_tofu")
     assert text.startswith("# @package _global_\n") and "docs/tuning_tofu.md" in text
     assert "lr: 3.0e-6" in text
     assert OmegaConf.create(text).method.loop.lr == 3e-6
