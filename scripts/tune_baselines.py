@@ -9,10 +9,11 @@ The grid is --methods x --lrs x --epochs, or, with one or more --grid METHOD:LRS
 union of those per-method grids. --extend adds to the report already at --out: it runs only the
 grid points that report lacks and chooses over all rows (the report lists every command). --jobs
 runs that many grid points at once (each is its own child process; give `threads=1` so they do
-not fight over the cores). Selection rule: the lowest
-Deviation Score; ties go to the higher retain ROUGE-1. Every run starts from the same cached
-target model (fine-tuned once; warm it with one run first when --jobs > 1, or two jobs will
-fine-tune it side by side). With --runs-dir the run directories are kept there, one folder per
+not fight over the cores). Selection rule: the lowest Deviation Score; ties go to the higher
+retain ROUGE-1. The report is rewritten after every finished point, so an interrupted grid keeps
+what it measured (resume it with --extend). Every run starts from the same cached target model
+(fine-tuned once; warm it with one run first when --jobs > 1, or two jobs will fine-tune it side
+by side). With --runs-dir the run directories are kept there, one folder per
 grid point (`<method>/lr<lr>_e<epochs>`, with its log `run.log`), so the chosen runs can feed
 `python -m lunar_exp.table`; without it they are deleted. --write-tuned BENCHMARK writes each
 method's choice to conf/tuned/<method>_<BENCHMARK>.yaml, the file Hydra picks up for
@@ -24,6 +25,7 @@ import itertools
 import json
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,23 +46,38 @@ KEYS = [
 def main() -> None:
     args = _parser().parse_args()
     command = "python scripts/tune_baselines.py " + " ".join(sys.argv[1:])
-    earlier_rows, commands = _earlier_report(args.out) if args.extend else ([], [])
-    done = {(r["method"], r["lr"], r["epochs"]) for r in earlier_rows}
+    earlier, commands = _earlier_report(args.out) if args.extend else ([], [])
+    commands = [*commands, command]
+    done = {(r["method"], r["lr"], r["epochs"]) for r in earlier}
     points = [p for p in grid_points(args) if (p[0], float(p[1]), int(p[2])) not in done]
+    new_rows: dict[tuple[str, str, str], dict] = {}
+    lock = threading.Lock()
+
+    def run(point: tuple[str, str, str]) -> None:
+        row = _run_point(point, runs_dir, args.overrides)
+        with lock:  # an interrupted grid keeps what it measured (resume it with --extend)
+            new_rows[point] = row
+            _write_report(args, earlier + [new_rows[p] for p in points if p in new_rows], commands)
+
     with tempfile.TemporaryDirectory() as tmp:
         runs_dir = Path(args.runs_dir or tmp)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(lambda p: _run_point(p, runs_dir, args.overrides), points))
-    rows = earlier_rows + rows
-    best = choose_best(rows, list(dict.fromkeys(r["method"] for r in rows)))
-    commands = [*commands, command]
-    report = {"commands": commands, "machine": machine(), "rows": rows, "best": best}
-    Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
-    Path(args.out + ".md").write_text(_markdown(rows, best, commands))
+            list(pool.map(run, points))
+    best = _write_report(args, earlier + [new_rows[p] for p in points], commands)
     if args.write_tuned:
         for method, row in best.items():
             path = Path(args.tuned_dir) / f"{method}_{args.write_tuned}.yaml"
             path.write_text(tuned_yaml(row, args.write_tuned, args.out))
+
+
+def _write_report(args: argparse.Namespace, rows: list[dict], commands: list[str]) -> dict:
+    """Write the JSON and Markdown report of the rows so far (earlier rows, then this command's
+    in grid order); return each method's choice."""
+    best = choose_best(rows, list(dict.fromkeys(r["method"] for r in rows)))
+    report = {"commands": commands, "machine": machine(), "rows": rows, "best": best}
+    Path(args.out + ".json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out + ".md").write_text(_markdown(rows, best, commands))
+    return best
 
 
 def _earlier_report(out: str) -> tuple[list[dict], list[str]]:
