@@ -34,7 +34,7 @@ def load_general_prompts(
     if source.is_dir():
         questions = _csv_questions(sorted(source.glob("*.csv")))
     elif source.is_file():
-        questions = _json_questions(source)
+        questions = json_questions(source)
     else:
         raise FileNotFoundError(
             f"{option}={path} does not exist. Fix: point it at a folder of MMLU-style "
@@ -65,14 +65,19 @@ def _csv_questions(paths: Sequence[Path]) -> list[str]:
     return questions
 
 
-def _json_questions(path: Path) -> list[str]:
+def json_questions(
+    path: Path, fix: str = "Fix: give one, or a folder of MMLU-style CSV files."
+) -> list[str]:
+    """The questions of a JSON list of ``{"question": ...}`` / ``{"instruction": ...}`` records.
+
+    ``fix`` ends the error message when the file is not such a list.
+    """
     try:
         records = json.loads(path.read_text())
         return [_question(record) for record in records]
     except (ValueError, TypeError, KeyError) as err:
         raise ValueError(
-            f'{path} is not a JSON list of {{"question": ...}} records ({err!r}). Fix: give one, '
-            "or a folder of MMLU-style CSV files."
+            f'{path} is not a JSON list of {{"question": ...}} records ({err!r}). {fix}'
         ) from err
 
 

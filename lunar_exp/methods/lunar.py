@@ -19,7 +19,6 @@ a float32 copy of the projection when rounding would spoil it (docs/lunar.md).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +29,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lunar_exp.general_questions import load_general_prompts, with_own_answers
+from lunar_exp.general_questions import json_questions, load_general_prompts, with_own_answers
 from lunar_exp.hooks import check_layers, decoder_layers, down_proj, redirect_down_proj
 from lunar_exp.interfaces import QA, ChatModel, UnlearnData, UnlearnOutcome
 from lunar_exp.methods._activations import (
@@ -472,19 +471,10 @@ def load_reference_set(name: str, folder: str | Path) -> tuple[QA, ...]:
             "method.reference_dir to the folder holding the official LUNAR files (harmful.json, "
             "unverified.json), or set method.reference_set=benchmark."
         )
-    try:
-        records = json.loads(path.read_text())
-        prompts = [str(record["instruction"]) for record in records]
-    except (ValueError, TypeError, KeyError) as err:
-        raise ValueError(
-            f'{path} is not a JSON list of {{"instruction": ...}} records ({err!r}). Fix: '
-            "use the official file (facebookresearch/LUNAR dataset/splits/)."
-        ) from err
+    fix = "Fix: use the official file (facebookresearch/LUNAR dataset/splits/)."
+    prompts = json_questions(path, fix)
     if not prompts or not all(prompt.strip() for prompt in prompts):
-        raise ValueError(
-            f"{path} holds no prompts or an empty one. Fix: use the official file "
-            "(facebookresearch/LUNAR dataset/splits/)."
-        )
+        raise ValueError(f"{path} holds no prompts or an empty one. {fix}")
     return tuple(QA(question=prompt, answer="", edge=f"reference/{name}") for prompt in prompts)
 
 
