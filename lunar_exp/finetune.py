@@ -217,8 +217,6 @@ class FineTune:
         :func:`merge_adapters` afterwards makes every weight trainable again); else ``model``
         itself, with every weight below the top ``top_layers`` blocks frozen until exit.
         """
-        if self.top_layers is not None:
-            _check_top_layers(model, self.top_layers)
         if self.adapter == "lora":
             yield self._with_adapters(model)
         elif self.top_layers is None:
@@ -253,6 +251,7 @@ class FineTune:
         """The blocks that get adapters: the top ``top_layers`` ones, or None (every block)."""
         if self.top_layers is None:
             return None
+        _check_top_layers(model, self.top_layers)
         depth = len(decoder_layers(model))
         return list(range(depth - self.top_layers, depth))
 

@@ -79,11 +79,12 @@ def test_the_default_configs_train_every_weight():
     assert stage.top_layers == 10 and stage.hparams["top_layers"] == 10
 
 
+@pytest.mark.parametrize("adapter", ["full", "lora"])
 @pytest.mark.parametrize("count", [0, DEPTH + 1])
-def test_out_of_range_is_one_clear_error(tmp_path, toy_data, count):
+def test_out_of_range_is_one_clear_error(tmp_path, toy_data, count, adapter):
     chat = tiny_llama(seed=0)
     with pytest.raises(ValueError, match=rf"top_layers={count}.*{DEPTH} decoder blocks.*Fix"):
-        stage = FineTune(cache_dir=tmp_path, top_layers=count)
+        stage = FineTune(cache_dir=tmp_path, top_layers=count, adapter=adapter)
         stage.run(chat, toy_data, MODEL_KEY)
 
 
