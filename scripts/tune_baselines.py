@@ -15,7 +15,9 @@ what it measured (resume it with --extend). Every run starts from the same cache
 (fine-tuned once; warm it with one run first when --jobs > 1, or two jobs will fine-tune it side
 by side). With --runs-dir the run directories are kept there, one folder per
 grid point (`<method>/lr<lr>_e<epochs>`, with its log `run.log`), so the chosen runs can feed
-`python -m lunar_exp.table`; without it they are deleted. --write-tuned BENCHMARK writes each
+`python -m lunar_exp.table`; without it they are deleted. A point whose folder already holds a
+finished run with the same overrides is not run again (its metrics.json is reused; delete the
+folder to re-run it), so two invocations can share a --runs-dir. --write-tuned BENCHMARK writes each
 method's choice to conf/tuned/<method>_<BENCHMARK>.yaml, the file Hydra picks up for
 `method=<method> benchmark=<BENCHMARK>`.
 """
@@ -29,6 +31,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
 from _runs import ROOT, machine, run_once
 
 from lunar_exp.methods import method_options
@@ -143,11 +146,26 @@ def _run_point(point: tuple[str, str, str], runs_dir: Path, overrides: list[str]
     settings = [f"method={method}", f"method.loop.lr={lr}", f"method.loop.epochs={epochs}"]
     point_dir = runs_dir / method / f"lr{lr}_e{epochs}"
     point_dir.mkdir(parents=True, exist_ok=True)
-    metrics = run_once(settings + overrides, point_dir, point_dir / "run.log")
+    metrics = finished_point(point_dir, [f"paths.output_root={point_dir}", *settings, *overrides])
+    if metrics is None:
+        metrics = run_once(settings + overrides, point_dir, point_dir / "run.log")
     row = {"method": method, "lr": float(lr), "epochs": int(epochs)}
     row |= {k: round(float(metrics[k]), 4) for k in KEYS}
     print(json.dumps(row), flush=True)
     return row
+
+
+def finished_point(point_dir: Path, overrides: list[str]) -> dict | None:
+    """The metrics of a finished run in ``point_dir`` launched with exactly ``overrides``.
+
+    A run is finished when it wrote ``metrics.json`` (only finished runs do); Hydra keeps its
+    command-line overrides in ``.hydra/overrides.yaml``. None when no such run is there.
+    """
+    for found in sorted(point_dir.rglob("metrics.json")):
+        saved = found.parent / ".hydra" / "overrides.yaml"
+        if saved.is_file() and yaml.safe_load(saved.read_text()) == overrides:
+            return json.loads(found.read_text())
+    return None
 
 
 def tuned_yaml(row: dict, benchmark: str, out: str) -> str:

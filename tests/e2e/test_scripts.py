@@ -66,7 +66,9 @@ def test_tune_baselines_runs_the_grid_and_reports_its_choice(tmp_path):
     assert "**yes**" in out.with_suffix(".md").read_text()
 
 
-def test_tune_baselines_runs_per_method_grids_side_by_side_and_extends_them(tmp_path):
+def test_tune_baselines_runs_grids_side_by_side_extends_them_and_reuses_finished_points(
+    tmp_path,
+):
     out, tuned, runs = tmp_path / "tune", tmp_path / "tuned", tmp_path / "runs"
     tuned.mkdir()
     args = ["--grid", "ga:1e-4:1", "--grid", "npo:1e-4,1e-2:1", "--jobs", "2", "--out", str(out)]
@@ -92,6 +94,13 @@ def test_tune_baselines_runs_per_method_grids_side_by_side_and_extends_them(tmp_
     assert extended["rows"][:3] == report["rows"] and len(extended["rows"]) == 4
     assert len(extended["commands"]) == 2 and "--extend" in extended["commands"][1]
     assert extended["best"]["ga"] == choose_best(extended["rows"], ["ga"])["ga"]
+    # A point whose folder holds a finished run with the same overrides is reused, not re-run.
+    again = ["--grid", "ga:1e-3:1", "--out", str(tmp_path / "again"), "--runs-dir", str(runs)]
+    result = run_script("tune_baselines.py", [*again, "+exp=smoke", "threads=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(runs.rglob("metrics.json"))) == 1
+    reused = json.loads((tmp_path / "again.json").read_text())["rows"]
+    assert reused == [row for row in extended["rows"] if row["lr"] == 1e-3]
 
 
 def test_tuned_yaml_keeps_the_lr_a_float_and_names_its_source():
