@@ -174,3 +174,17 @@ def test_settings_accept_their_bounds_and_none():
 def test_choices_name_the_options():
     with pytest.raises(ValueError, match=r"^method.solver='newton': use closed_form or adamw. Fix"):
         check("method", [("solver", "newton", Rule(choices=("closed_form", "adamw")))])
+
+
+def test_the_tofu_twins_tuned_settings_reach_the_twin_and_not_the_7b_experiment():
+    # conf/tuned/<method>_tofu.yaml comes from the SmolLM2 twin (docs/tuning_tofu.md); the
+    # Llama-2-7B experiment opts out of it (override /tuned: null) and keeps the loop defaults.
+    tuned = sorted((CONF / "tuned").glob("*_tofu.yaml"))
+    assert tuned, "docs/tuning_tofu.md writes conf/tuned/<method>_tofu.yaml"
+    loop_default = OmegaConf.load(CONF / "train_loop" / "default.yaml")
+    for path in tuned:
+        method, chosen = path.name.removesuffix("_tofu.yaml"), OmegaConf.load(path).method.loop
+        twin = compose_config([f"method={method}", "+exp=tofu_smollm"]).method.loop
+        assert (twin.lr, twin.epochs) == (chosen.lr, chosen.epochs)
+        llama = compose_config([f"method={method}", "+exp=tofu_llama"]).method.loop
+        assert (llama.lr, llama.epochs) == (loop_default.lr, loop_default.epochs)
