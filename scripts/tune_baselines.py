@@ -184,9 +184,12 @@ def tuned_yaml(row: dict, benchmark: str, out: str) -> str:
 
 
 def _yaml_float(value: float) -> str:
-    """3e-06 as 3.0e-6: a float to YAML (which needs the dot), in the style of conf/tuned."""
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    """3e-06 as 3.0e-6, 1.25e-05 as 1.25e-5: a float to YAML (which needs the dot), exactly."""
+    mantissa, exponent = f"{value:.14e}".split("e")
+    mantissa = mantissa.rstrip("0")
+    return (
+        f"{mantissa}0e{int(exponent)}" if mantissa.endswith(".") else f"{mantissa}e{int(exponent)}"
+    )
 
 
 def choose_best(rows: list[dict], methods: list[str]) -> dict[str, dict]:

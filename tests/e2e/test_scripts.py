@@ -109,6 +109,9 @@ def test_tuned_yaml_keeps_the_lr_a_float_and_names_its_source():
     assert text.startswith("# @package _global_\n") and "docs/tuning_tofu.md" in text
     assert "lr: 3.0e-6" in text
     assert OmegaConf.create(text).method.loop.lr == 3e-6
+    for lr in (1.25e-5, 3e-4, 1e-3, 7.5e-6):  # no digit is lost
+        text = tuned_yaml({**row, "lr": lr}, "tofu", "docs/tuning_tofu")
+        assert OmegaConf.create(text).method.loop.lr == lr
 
 
 def test_grid_points_join_per_method_grids_and_reject_bad_ones():
