@@ -94,7 +94,7 @@ def _earlier_report(out: str) -> tuple[list[dict], list[str]]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    baselines = [name for name in method_options() if name != "lunar"]
+    baselines = loop_methods()
     parser.add_argument("--methods", default=",".join(baselines))
     parser.add_argument("--lrs", default="1e-5,5e-5,2e-4")
     parser.add_argument("--epochs", default="10")
@@ -128,10 +128,30 @@ def grid_points(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     for methods, lrs, epochs in spans:
         product = itertools.product(methods.split(","), lrs.split(","), epochs.split(","))
         points += [p for p in product if p not in points]
-    unknown = sorted({m for m, _, _ in points} - set(method_options()) - {"lunar"})
+    unknown = sorted({m for m, _, _ in points} - set(method_options()))
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; choose from {method_options()}")
+    untrained = sorted({m for m, _, _ in points} - set(loop_methods()))
+    if untrained:
+        raise SystemExit(
+            f"method(s) {untrained} have no training loop (no lr or epochs to tune); choose from "
+            f"{loop_methods()} (LUNAR chooses its layer by method.sweep_layers, docs/methods.md)"
+        )
     return points
+
+
+def loop_methods() -> list[str]:
+    """The methods trained by the gradient loop: their config's defaults fill ``method.loop``."""
+    return [m for m in method_options() if any(_fills_loop(d) for d in _defaults(m))]
+
+
+def _defaults(method: str) -> list:
+    config = yaml.safe_load((ROOT / "conf" / "method" / f"{method}.yaml").read_text())
+    return config.get("defaults", [])
+
+
+def _fills_loop(entry) -> bool:
+    return isinstance(entry, dict) and any(key.endswith("@loop") for key in entry)
 
 
 def _split_grid(spec: str) -> tuple[str, str, str]:

@@ -131,6 +131,8 @@ def test_grid_points_join_per_method_grids_and_reject_bad_ones():
         parse("ga:1e-5")
     with pytest.raises(SystemExit, match="unknown method"):
         parse("gaa:1e-5:10")
+    with pytest.raises(SystemExit, match=r"no training loop.*sweep_layers"):
+        parse("lunar:1e-5:10")
 
 
 def test_tuning_choice_is_the_lowest_ds_then_the_higher_retain_score():
