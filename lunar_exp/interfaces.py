@@ -159,6 +159,26 @@ class TrainsRetainModel(Protocol):
 
 
 @runtime_checkable
+class CoreEvaluation(Protocol):
+    """A benchmark with a cheaper evaluation of the forget and retain sets alone.
+
+    With ``attack_eval=core`` every attack scores the attacked model with :meth:`evaluate_core`
+    instead of :meth:`Benchmark.evaluate`: what an attack changes (forget recovery, retain
+    damage, the Deviation Score) without the sets it does not aim at (TOFU's real-authors and
+    world-facts questions, the membership suite).
+    """
+
+    def evaluate_core(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """The forget and retain part of :meth:`Benchmark.evaluate`, with the same keys."""
+        ...
+
+
+@runtime_checkable
 class EdgeSplit(Protocol):
     """A benchmark whose forget and retain evaluation sets are chosen by edges.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,6 +74,11 @@ class RunSettings:
 
     seed: int = setting(0, help="seed of Python, NumPy and torch (and of each part's ${seed}).")
     threads: int | None = setting(None, ge=1, help="torch CPU threads; null: torch's default.")
+    attack_eval: Literal["full", "core"] = setting(
+        "full",
+        help="what every attack scores: the benchmark's full evaluation, or core (forget and "
+        "retain only, on benchmarks with a cheaper core evaluation: TOFU).",
+    )
 
     def __post_init__(self) -> None:
         validate(self, "")
@@ -86,7 +91,7 @@ def run(cfg: DictConfig) -> dict[str, object]:
     (``lunar_exp.distributed``): training is sharded, everything else is computed on every rank,
     and rank 0 alone writes the run dir, the caches and the logger, in rank 0's run dir.
     """
-    RunSettings(seed=cfg.seed, threads=cfg.threads)
+    RunSettings(seed=cfg.seed, threads=cfg.threads, attack_eval=cfg.get("attack_eval", "full"))
     distributed.init_from_env()
     seed_everything(cfg.seed)
     if cfg.threads:
@@ -167,6 +172,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
         reference=run.reference,
         control=control,
         run_dir=run_dir,
+        core_only=run.cfg.get("attack_eval", "full") == "core",
     )
     attacks = run_attacks(run.attacks, target)
     _write_artifacts(run, ft.path, after, outcome, attacks)

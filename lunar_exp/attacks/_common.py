@@ -17,6 +17,7 @@ from lunar_exp.hooks import decoder_layers
 from lunar_exp.interfaces import (
     Benchmark,
     ChatModel,
+    CoreEvaluation,
     EvalResult,
     Generation,
     UnlearnData,
@@ -50,6 +51,8 @@ class AttackTarget:
         reference: the run's retain-model reference, passed to every evaluation.
         control: switches inference-time unlearning on (LUNAR ``mode=hook``); a no-op otherwise.
         run_dir: the run's output folder, for attack plots (None: write no files).
+        core_only: score with the benchmark's core evaluation (forget and retain,
+            :class:`CoreEvaluation`) where it has one (``attack_eval=core``).
     """
 
     chat: ChatModel
@@ -62,11 +65,17 @@ class AttackTarget:
     reference: Mapping[str, Any] | None = None
     control: Callable[[ChatModel], AbstractContextManager] = no_control
     run_dir: Path | None = None
+    core_only: bool = False
 
     def evaluate(self, chat: ChatModel | None = None) -> EvalResult:
-        """The benchmark's evaluation of ``chat`` (default: the unlearned model), control on."""
+        """The benchmark's evaluation of ``chat`` (default: the unlearned model), control on.
+
+        Its core evaluation when ``core_only`` and the benchmark has one (else the full one).
+        """
         model = chat or self.chat
         with self.control(model):
+            if self.core_only and isinstance(self.benchmark, CoreEvaluation):
+                return self.benchmark.evaluate_core(model, self.eval_sets, self.reference)
             return self.benchmark.evaluate(model, self.eval_sets, self.reference)
 
 

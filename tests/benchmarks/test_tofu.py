@@ -9,7 +9,7 @@ import pytest
 from lunar_exp.benchmarks.tofu import data as tofu_data
 from lunar_exp.benchmarks.tofu.benchmark import TofuBenchmark, read_idk_answers, read_reference
 from lunar_exp.benchmarks.tofu.data import TofuSource, parse_records
-from lunar_exp.interfaces import TrainsRetainModel
+from lunar_exp.interfaces import CoreEvaluation, TrainsRetainModel
 from lunar_exp.metrics.mia import ATTACKS, privleak
 from lunar_exp.prompts import render_prompt
 from tests.conftest import SHARED, compose_config, needs_shared
@@ -173,6 +173,25 @@ def test_tiny_model_suite_reports_every_key_and_missing_forget_quality(tiny_chat
         assert set(scored) <= set(result.generations[split][0])
     forget_rows = result.generations["forget"]
     assert [r["loss"] for r in forget_rows] == [r["answer_nll"] for r in forget_rows]
+
+
+@needs_shared()
+def test_core_evaluation_scores_forget_and_retain_as_the_full_suite_does(tiny_chat):
+    bench = small_tofu()
+    assert isinstance(bench, CoreEvaluation)
+    loaded = bench.load()
+    full = bench.evaluate(tiny_chat, loaded.eval_sets)
+    core = bench.evaluate_core(tiny_chat, loaded.eval_sets)
+    assert {"forget/rouge1_recall", "retain/truth_ratio", "forget_quality"} <= set(core.metrics)
+    assert set(core.metrics) < set(full.metrics)
+    assert set(core.directions) == set(core.metrics)
+    left_out = ("real_authors/", "world_facts/", "mia/", "privleak", "model_utility", "forget/ex")
+    assert not [key for key in core.metrics if key.startswith(left_out)]
+    assert set(core.generations) == {"forget", "retain"}
+    for key, value in core.metrics.items():
+        assert value == pytest.approx(full.metrics[key]), key
+        assert core.directions[key] == full.directions[key], key
+    assert core.metrics["deviation_score"] == pytest.approx(full.metrics["deviation_score"])
 
 
 @needs_shared()

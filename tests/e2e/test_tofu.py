@@ -35,6 +35,22 @@ def test_trained_retain_model_reference_reaches_every_evaluation(tmp_path):
     assert without.returncode == 2 and "but finetune=none" in without.stderr
 
 
+@needs_shared()
+def test_attack_eval_core_scores_attacks_on_forget_and_retain_only(tmp_path):
+    args = [*SMALL_TOFU_ARGS, "attack=[layer_skip]", "attack_eval=core"]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = (tmp_path / "out").rglob("metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    attacked = {key.removeprefix("attack/layer_skip/") for key in metrics if "layer_skip/" in key}
+    assert {"forget/rouge1_recall", "retain/rouge1_recall", "deviation_score"} <= attacked
+    assert not [key for key in attacked if key.startswith(("real_authors/", "mia/", "model_util"))]
+    assert "real_authors/rouge1_recall" in metrics and "model_utility" in metrics  # after: full
+    assert "attack/worst/deviation_score" in metrics
+    bad = run_cli([*args, "attack_eval=fast"], tmp_path / "bad", timeout=120)
+    assert bad.returncode != 0 and "attack_eval" in bad.stderr and "core" in bad.stderr
+
+
 def test_tofu_llama_offline_fails_at_once_naming_model_and_data_paths(tmp_path):
     # HF_HUB_OFFLINE makes the run behave as on a machine without internet, even if there is one
     result = run_cli(["+exp=tofu_llama"], tmp_path, timeout=120, env={"HF_HUB_OFFLINE": "1"})

@@ -66,6 +66,11 @@ FINETUNE_REFERENCE = "finetune"
 # The ``format`` of a reference read from open-unlearning's TOFU_EVAL.json.
 OPEN_UNLEARNING_FORMAT = "open-unlearning TOFU_EVAL.json"
 # Directions of the suite's metrics beyond the per-split ones (tofu_eval declares those).
+# _qa_scores: scores, generation records per split, directions, forget truth ratios.
+QAScores = tuple[
+    dict[str, float], dict[str, list[dict[str, object]]], dict[str, bool | None], list[float]
+]
+
 SUITE_DIRECTIONS: dict[str, bool | None] = {
     "forget_quality": True,
     "model_utility": True,
@@ -367,18 +372,7 @@ class TofuBenchmark:
         :meth:`reference_record`); without it forget quality is missing.
         """
         bs, new = self.eval_batch_size, self.max_new_tokens
-        scores: dict[str, float] = {}  # every metric but forget quality, which may be missing
-        generations: dict[str, list[dict[str, object]]] = {}
-        directions: dict[str, bool | None] = {}
-        ratios: list[float] = []
-        for split in ("forget", "retain"):
-            split_metrics, records, split_ratios = tofu_eval.evaluate_qa_split(
-                chat, split, eval_sets[split], new, bs
-            )
-            scores.update(split_metrics)
-            generations[split] = records
-            directions.update(tofu_eval.qa_split_directions(split))
-            ratios = split_ratios if split == "forget" else ratios
+        scores, generations, directions, ratios = self._qa_scores(chat, eval_sets)
         for split in ("real_authors", "world_facts"):
             split_metrics, records = tofu_eval.evaluate_known_facts(
                 chat, split, eval_sets[split], new, bs
@@ -406,6 +400,44 @@ class TofuBenchmark:
         # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but a
         # missing forget quality is None (metrics.json null), as the pipeline expects.
         return EvalResult(metrics, generations, directions)
+
+    def evaluate_core(
+        self,
+        chat: ChatModel,
+        eval_sets: Mapping[str, Any],
+        reference: Mapping[str, Any] | None = None,
+    ) -> EvalResult:
+        """Forget and retain only: ROUGE, probabilities, truth ratios, forget quality and DS.
+
+        What attacks score with ``attack_eval=core``: the keys are those of :meth:`evaluate`
+        without real authors, world facts, memorisation, the membership suite and model utility.
+        """
+        scores, generations, directions, ratios = self._qa_scores(chat, eval_sets)
+        metrics: dict[str, float | None] = {
+            **scores,
+            "forget_quality": self._forget_quality(ratios, reference),
+            "deviation_score": deviation_score(
+                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
+            ),
+        }
+        directions.update({"forget_quality": True, **DEVIATION_SCORE})
+        return EvalResult(metrics, generations, directions)  # a missing FQ is None, as above
+
+    def _qa_scores(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> QAScores:
+        """The forget and retain splits' scores, records, directions and forget truth ratios."""
+        scores: dict[str, float] = {}
+        generations: dict[str, list[dict[str, object]]] = {}
+        directions: dict[str, bool | None] = {}
+        ratios: list[float] = []
+        for split in ("forget", "retain"):
+            split_metrics, records, split_ratios = tofu_eval.evaluate_qa_split(
+                chat, split, eval_sets[split], self.max_new_tokens, self.eval_batch_size
+            )
+            scores.update(split_metrics)
+            generations[split] = records
+            directions.update(tofu_eval.qa_split_directions(split))
+            ratios = split_ratios if split == "forget" else ratios
+        return scores, generations, directions, ratios
 
     def _forget_quality(self, ratios: list[float], reference: Mapping | None) -> float | None:
         if reference is None:
