@@ -66,11 +66,6 @@ FINETUNE_REFERENCE = "finetune"
 # The ``format`` of a reference read from open-unlearning's TOFU_EVAL.json.
 OPEN_UNLEARNING_FORMAT = "open-unlearning TOFU_EVAL.json"
 # Directions of the suite's metrics beyond the per-split ones (tofu_eval declares those).
-# _qa_scores: scores, generation records per split, directions, forget truth ratios.
-QAScores = tuple[
-    dict[str, float], dict[str, list[dict[str, object]]], dict[str, bool | None], list[float]
-]
-
 SUITE_DIRECTIONS: dict[str, bool | None] = {
     "forget_quality": True,
     "model_utility": True,
@@ -369,37 +364,31 @@ class TofuBenchmark:
         """The full suite: forget/retain/real-authors/world-facts, FQ, MU, memorisation, MIA.
 
         ``reference`` is the retain model's record (a ``retain_reference`` file or
-        :meth:`reference_record`); without it forget quality is missing.
+        :meth:`reference_record`); without it forget quality is missing. Starts from
+        :meth:`evaluate_core`, so the keys the two share cannot differ.
         """
         bs, new = self.eval_batch_size, self.max_new_tokens
-        scores, generations, directions, ratios = self._qa_scores(chat, eval_sets)
+        core = self.evaluate_core(chat, eval_sets, reference)
+        metrics, generations = dict(core.metrics), dict(core.generations)
+        directions = dict(core.directions)
         for split in ("real_authors", "world_facts"):
             split_metrics, records = tofu_eval.evaluate_known_facts(
                 chat, split, eval_sets[split], new, bs
             )
-            scores.update(split_metrics)
+            metrics.update(split_metrics)
             generations[split] = records
             directions.update(tofu_eval.known_facts_directions(split))
         memo, forget_stats = tofu_eval.memorisation(chat, eval_sets["forget"], bs)
-        scores["forget/extraction_strength"] = memo["extraction_strength"]
-        scores["forget/exact_memorization"] = memo["exact_memorization"]
+        metrics["forget/extraction_strength"] = memo["extraction_strength"]
+        metrics["forget/exact_memorization"] = memo["exact_memorization"]
         directions.update(tofu_eval.MEMORISATION_DIRECTIONS)
         mia_metrics = self._membership(chat, eval_sets, generations, forget_stats, reference)
-        scores.update(mia_metrics)
+        metrics.update(mia_metrics)
         scored = [a for a in self.mia_attacks if f"mia/{a}_auc" in mia_metrics]
         directions.update(attack_directions(scored))
-        metrics: dict[str, float | None] = {
-            **scores,
-            "forget_quality": self._forget_quality(ratios, reference),
-            "model_utility": tofu.model_utility([scores[k] for k in tofu.UTILITY_KEYS]),
-            "deviation_score": deviation_score(
-                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
-            ),
-        }
+        metrics["model_utility"] = tofu.model_utility([metrics[k] for k in tofu.UTILITY_KEYS])
         directions.update(SUITE_DIRECTIONS)
-        # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but a
-        # missing forget quality is None (metrics.json null), as the pipeline expects.
-        return EvalResult(metrics, generations, directions)
+        return EvalResult(metrics, generations, directions)  # a missing FQ is None, as below
 
     def evaluate_core(
         self,
@@ -412,32 +401,28 @@ class TofuBenchmark:
         What attacks score with ``attack_eval=core``: the keys are those of :meth:`evaluate`
         without real authors, world facts, memorisation, the membership suite and model utility.
         """
-        scores, generations, directions, ratios = self._qa_scores(chat, eval_sets)
-        metrics: dict[str, float | None] = {
-            **scores,
-            "forget_quality": self._forget_quality(ratios, reference),
-            "deviation_score": deviation_score(
-                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
-            ),
-        }
-        directions.update({"forget_quality": True, **DEVIATION_SCORE})
-        return EvalResult(metrics, generations, directions)  # a missing FQ is None, as above
-
-    def _qa_scores(self, chat: ChatModel, eval_sets: Mapping[str, Any]) -> QAScores:
-        """The forget and retain splits' scores, records, directions and forget truth ratios."""
         scores: dict[str, float] = {}
         generations: dict[str, list[dict[str, object]]] = {}
-        directions: dict[str, bool | None] = {}
-        ratios: list[float] = []
+        directions: dict[str, bool | None] = {"forget_quality": True, **DEVIATION_SCORE}
+        forget_ratios: list[float] = []
         for split in ("forget", "retain"):
-            split_metrics, records, split_ratios = tofu_eval.evaluate_qa_split(
+            split_metrics, records, ratios = tofu_eval.evaluate_qa_split(
                 chat, split, eval_sets[split], self.max_new_tokens, self.eval_batch_size
             )
             scores.update(split_metrics)
             generations[split] = records
             directions.update(tofu_eval.qa_split_directions(split))
-            ratios = split_ratios if split == "forget" else ratios
-        return scores, generations, directions, ratios
+            forget_ratios = ratios if split == "forget" else forget_ratios
+        metrics: dict[str, float | None] = {
+            **scores,
+            "forget_quality": self._forget_quality(forget_ratios, reference),
+            "deviation_score": deviation_score(
+                scores["forget/rouge1_recall"], scores["retain/rouge1_recall"]
+            ),
+        }
+        # EvalResult.metrics (lunar_exp/interfaces.py) is declared dict[str, float], but a
+        # missing forget quality is None (metrics.json null), as the pipeline expects.
+        return EvalResult(metrics, generations, directions)
 
     def _forget_quality(self, ratios: list[float], reference: Mapping | None) -> float | None:
         if reference is None:
