@@ -24,12 +24,27 @@ from lunar_exp.prompts import encode_item_prompts
 
 
 def load_general_prompts(
-    path: str | Path, limit: int | None, option: str = "method.general_path"
+    path: str | Path | Sequence[str | Path],
+    limit: int | None,
+    option: str = "method.general_path",
 ) -> tuple[QA, ...]:
     """The first ``limit`` (all when None) general questions of ``path``, without answers.
 
-    ``option`` names the setting that gave ``path``, for the error message.
+    ``path`` is one source or a list of them, read in order (e.g. MMLU's dev folder and a JSON
+    file of one's own); ``option`` names the setting that gave it, for the error message.
     """
+    sources = [path] if isinstance(path, str | Path) else list(path)
+    if not sources:
+        raise ValueError(
+            f"{option}=[] names no source. Fix: give a path, a list of paths, or {option}=null."
+        )
+    questions = [q for source in sources for q in _source_questions(source, option)]
+    chosen = questions if limit is None else questions[:limit]
+    return tuple(QA(question=q, answer="", edge="general") for q in chosen)
+
+
+def _source_questions(path: str | Path, option: str) -> list[str]:
+    """The non-empty questions of one source: a folder of MMLU-style CSV files or a JSON list."""
     source = Path(path)
     if source.is_dir():
         questions = _csv_questions(sorted(source.glob("*.csv")))
@@ -47,8 +62,7 @@ def load_general_prompts(
             f"{option}={path} holds no question. Fix: use a folder of *.csv files "
             'with a question column or a JSON list of {"question": ...} records.'
         )
-    chosen = questions if limit is None else questions[:limit]
-    return tuple(QA(question=q, answer="", edge="general") for q in chosen)
+    return questions
 
 
 def _csv_questions(paths: Sequence[Path]) -> list[str]:

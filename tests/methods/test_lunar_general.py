@@ -49,6 +49,25 @@ def test_loads_mmlu_style_csv_folders_and_json(tmp_path, general_json):
     assert load_general_prompts(instructions, None)[0].question == "Name a color."
 
 
+def test_a_list_of_sources_is_read_in_order(tmp_path, general_json):
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    (folder / "a_dev.csv").write_text("question,answer\nFrom the folder?,0\n")
+    loaded = load_general_prompts([str(folder), str(general_json)], 3)
+    assert [qa.question for qa in loaded] == ["From the folder?", *QUESTIONS[:2]]
+    method = LUNAR(layers=[1], general_path=[str(general_json), str(folder)])
+    assert [qa.question for qa in method._general][-2:] == [QUESTIONS[-1], "From the folder?"]
+
+
+@pytest.mark.parametrize(
+    ("general_path", "message"),
+    [([], r"names no source.*Fix"), (5, r"general_path=5 is not a path.*Fix"), ([1], r"Fix")],
+)
+def test_bad_general_path_values_are_clear_errors(general_path, message):
+    with pytest.raises(ValueError, match=message):
+        LUNAR(layers=[1], general_path=general_path)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
