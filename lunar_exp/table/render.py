@@ -76,11 +76,13 @@ def build_table(
     columns = layout.select(set(tidy["metric"]), metrics)
     stats = as_frame(tidy.groupby([*GROUP_KEYS, "metric"])["value"].agg(["mean", "std"]))
     frame = run_counts(records)
+    filled: dict[str, object] = {}
     for column in columns:
         picked = stats[stats.index.get_level_values("metric") == column.key]
         chosen = as_frame(picked.droplevel("metric"))
         for stat in ("mean", "std"):
-            frame[f"{column.key} {stat}"] = chosen[stat].reindex(frame.index)
+            filled[f"{column.key} {stat}"] = chosen[stat].reindex(frame.index)
+    frame = pd.concat([frame, pd.DataFrame(filled, index=frame.index)], axis=1)  # one insert
     declared = merged_directions(records)
     if not metrics:  # the layout's columns; --metrics gives exactly the keys asked for
         columns = _add_relative_columns(frame, columns, layout, declared)
