@@ -70,6 +70,7 @@ CASES = [
     ("negative layer", ["method.layers=[-1]"], 2, ["[-1] is out of range", "Fix"]),
     ("rmu layer out of range", ["method=rmu", "method.layer=40"], 2, ["[40] is out of range"]),
     ("repeated layer", ["method.layers=[1,1]"], 2, ["repeats a layer", "Fix"]),
+    ("no general source", ["method.general_path=[]"], 2, ["[] names no source", "Fix"]),
     ("fine-tuning without epochs", ["finetune.epochs=0"], 2, ["finetune.epochs=0 is out of range"]),
     ("zero threads", ["threads=0"], 2, ["threads=0 is out of range", "Fix: use a value >= 1"]),
     (
