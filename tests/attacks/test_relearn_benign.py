@@ -25,6 +25,8 @@ def test_training_on_retain_items_brings_suppressed_forget_answers_back(tiny_tar
     metrics = results.metrics
     prefix = "attack/relearn_benign"
     # measured: forget answer NLL 3.56 after GA (1.50 on the target) -> 1.81; ROUGE-1 0.1 -> 0.4
+    # (0.1 -> 0.3 with the same NLLs in the fresh install of 2026-12-06 evening: the greedy
+    # answers differ between library builds; ROUGE-1 moves in steps of 0.1 on these items)
     before, after = (
         metrics[f"{prefix}/forget/answer_nll_before"],
         metrics[f"{prefix}/forget/answer_nll_after"],
@@ -32,7 +34,7 @@ def test_training_on_retain_items_brings_suppressed_forget_answers_back(tiny_tar
     assert after < before - 1.0
     assert metrics[f"{prefix}/forget/answer_nll"] == after  # the evaluation scores the trained copy
     recovered = metrics[f"{prefix}/forget/rouge1_recall"]
-    assert recovered >= target.after.metrics["forget/rouge1_recall"] + 0.2
+    assert recovered > target.after.metrics["forget/rouge1_recall"] + 0.15
     assert metrics[f"{prefix}/n_trained"] == len(toy_data.retain)
     assert all(weights[k].equal(v) for k, v in tiny_target.model.state_dict().items())
 
