@@ -33,7 +33,7 @@ def load_general_prompts(
     ``path`` is one source or a list of them, read in order (e.g. MMLU's dev folder and a JSON
     file of one's own); ``option`` names the setting that gave it, for the error message.
     """
-    sources = [path] if isinstance(path, str | Path) else list(path)
+    sources = [path] if isinstance(path, str | Path) else _source_list(path, option)
     if not sources:
         raise ValueError(
             f"{option}=[] names no source. Fix: give a path, a list of paths, or {option}=null."
@@ -41,6 +41,19 @@ def load_general_prompts(
     questions = [q for source in sources for q in _source_questions(source, option)]
     chosen = questions if limit is None else questions[:limit]
     return tuple(QA(question=q, answer="", edge="general") for q in chosen)
+
+
+def _source_list(path: object, option: str) -> list[str | Path]:
+    """``path`` as a list of sources; a clear error when it is not a list of paths."""
+    given = list(path) if isinstance(path, Sequence) else [path]
+    sources = [source for source in given if isinstance(source, str | Path)]
+    if len(sources) != len(given):
+        raise ValueError(
+            f"{option}={path!r} is not a path or a list of paths. Fix: e.g. "
+            f"{option}=../shared/benchdata/mmlu/dev or "
+            f"'{option}=[../shared/benchdata/mmlu/dev,mine.json]'."
+        )
+    return sources
 
 
 def _source_questions(path: str | Path, option: str) -> list[str]:

@@ -180,7 +180,6 @@ class LUNAR:
             self._official_reference = load_reference_set(self.reference_set, self.reference_dir)
         self._general: tuple[QA, ...] = ()
         if self.general_path is not None:
-            _check_general_path(self.general_path)
             self._general = load_general_prompts(self.general_path, self.general_limit)
 
     def check(self, chat: ChatModel) -> None:
@@ -478,16 +477,6 @@ def load_reference_set(name: str, folder: str | Path) -> tuple[QA, ...]:
     if not prompts or not all(prompt.strip() for prompt in prompts):
         raise ValueError(f"{path} holds no prompts or an empty one. {fix}")
     return tuple(QA(question=prompt, answer="", edge=f"reference/{name}") for prompt in prompts)
-
-
-def _check_general_path(path: object) -> None:
-    paths = path if isinstance(path, Sequence) and not isinstance(path, str) else [path]
-    if not all(isinstance(p, str) for p in paths):
-        raise ValueError(
-            f"method.general_path={path!r} is not a path or a list of paths. Fix: e.g. "
-            "method.general_path=../shared/benchdata/mmlu/dev or "
-            "'method.general_path=[../shared/benchdata/mmlu/dev,mine.json]'."
-        )
 
 
 def _check_layer_list(layers: object) -> None:

@@ -68,6 +68,12 @@ def test_bad_general_path_values_are_clear_errors(general_path, message):
         LUNAR(layers=[1], general_path=general_path)
 
 
+@pytest.mark.parametrize("sources", [5, [1], ["mine.json", 3.0]])
+def test_the_loader_names_the_option_that_gave_a_bad_source(sources):
+    with pytest.raises(ValueError, match=r"my\.option=.* is not a path.*Fix.*my\.option="):
+        load_general_prompts(sources, None, "my.option")
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
