@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lunar_exp import distributed
 from lunar_exp.bookkeeping import cache
+from lunar_exp.bookkeeping.environment import describe_environment
 from lunar_exp.general_questions import load_general_prompts, with_own_answers
 from lunar_exp.hooks import decoder_layers
 from lunar_exp.interfaces import QA, ChatModel, UnlearnData
@@ -175,7 +176,12 @@ class FineTune:
         cache.write_entry(
             entry,
             lambda tmp: chat.model.save_pretrained(tmp, safe_serialization=True),
-            {"losses": losses, "hparams": self.hparams, "model": model_key},
+            {
+                "losses": losses,
+                "hparams": self.hparams,
+                "model": model_key,
+                "environment": describe_environment(),
+            },
         )
         return FinetuneReport(False, time.perf_counter() - start, str(entry), losses)
 

@@ -23,6 +23,7 @@ from lunar_exp import distributed, fluency, retain_reference, sequential
 from lunar_exp.attacks._common import AttackTarget, no_control
 from lunar_exp.attacks.runner import AttackResults, check_attacks, run_attacks
 from lunar_exp.bookkeeping import cache, identity, open_unlearning, outputs, resume
+from lunar_exp.bookkeeping.environment import ENVIRONMENT_FILE, run_environment
 from lunar_exp.bookkeeping.loggers import logging_run
 from lunar_exp.bookkeeping.offline import check_hub_access
 from lunar_exp.data_checks import check_unlearn_data
@@ -205,6 +206,7 @@ def _execute(cfg: DictConfig, run_dir: Path) -> tuple[dict[str, object], dict[st
     directions.update(dict.fromkeys(bookkeeping))
     directions = _every_key(metrics, directions)
     resume.write_run_config(run_dir, cfg)
+    outputs.write_json_atomic(run_dir / ENVIRONMENT_FILE, run_environment(ft.path))
     outputs.write_json_atomic(run_dir / DIRECTIONS_FILE, directions)
     outputs.write_json_atomic(run_dir / outputs.METRICS_FILE, metrics)
     if distributed.is_main():

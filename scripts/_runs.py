@@ -21,11 +21,7 @@ def run_once(overrides: list[str], output_root: Path, log_file: Path | None = No
 
 
 def machine() -> dict:
-    """A short description of the machine the numbers come from."""
-    import platform
+    """The machine and software the numbers come from (the runs' environment.json record)."""
+    from lunar_exp.bookkeeping.environment import describe_environment
 
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+    return {"cpus": os.cpu_count(), **describe_environment()}

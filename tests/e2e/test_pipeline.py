@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from lunar_exp.methods import method_options
 from tests.conftest import run_cli
@@ -42,6 +43,9 @@ def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
     assert {"question", "ground_truth", "response_before", "response_after"} <= set(lines[0])
     assert (out / "lunar_exp.log").is_file() and (out / ".hydra" / "config.yaml").is_file()
     assert json.loads((out / "unlearn_info.json").read_text())["layers"] == [2]
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["run"]["packages"]["torch"] == torch.__version__
+    assert environment["target_model"]["packages"] == environment["run"]["packages"]
     assert (out / "unlearn_vectors.safetensors").is_file()
     assert "Deviation Score ↓" in first.stdout
     # every metrics.json key has a declared direction, the same as the old table's
@@ -55,6 +59,9 @@ def test_smoke_run_writes_complete_outputs_and_reuses_the_cache(tmp_path):
     rerun = json.loads((out / "metrics.json").read_text())
     assert rerun["finetune/cached"] is True and rerun["before/cached"] is True
     assert rerun["before/deviation_score"] == metrics["before/deviation_score"]
+    # the cached target keeps the environment of the run that fine-tuned it
+    cached_from = json.loads((out / "environment.json").read_text())["target_model"]
+    assert cached_from == environment["target_model"]
     # the stored target-model evaluation keeps its directions
     assert json.loads((out / "metric_directions.json").read_text()) == directions
     assert "Target model loaded from cache" in (out / "lunar_exp.log").read_text()
