@@ -1,10 +1,11 @@
 """What a number came from: library versions, the processor and the accelerator of a run.
 
-fp32 training is not bit-identical across processors (kernels pick different instruction sets)
-or library versions, so a target model fine-tuned on another machine can score a little
-differently (docs/runs.md). Every finished run writes ``environment.json`` beside
-``metrics.json`` and every target-model cache entry keeps the same record, so two runs that
-disagree can be told apart by what they ran on.
+A cached target model is keyed by its training settings and data, not by what ran the training
+(library versions, the processor's kernels, the thread count, lunar_exp's own code), and those
+can change its weights: a TOFU-twin target trained again under the same key scored differently
+(docs/runs.md). Every finished run writes ``environment.json`` beside ``metrics.json`` and every
+target-model cache entry keeps the same record, so two runs that disagree can be told apart by
+what they ran on.
 """
 
 from __future__ import annotations
