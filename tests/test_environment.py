@@ -63,3 +63,13 @@ def test_a_cache_entry_keeps_the_environment_it_was_trained_in(tmp_path):
     cache.write_entry(older, lambda tmp: (tmp / "w.txt").write_text("w"), {"losses": []})
     assert trained_on(str(older)) is None
     assert trained_on("") is None
+
+
+def test_a_hung_git_gives_no_commit(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+
+    def hung(*args, **kwargs):
+        raise subprocess.TimeoutExpired(cmd="git", timeout=10)
+
+    monkeypatch.setattr(subprocess, "run", hung)
+    assert source_commit(tmp_path) is None

@@ -94,7 +94,7 @@ def source_commit(package_dir: Path = SOURCE_ROOT) -> str | None:
     try:
         commit = _git(package_dir, "rev-parse", "HEAD")
         dirty = _git(package_dir, "status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, subprocess.SubprocessError):  # no git, not a work tree, or a hung git
         return None
     return f"{commit}+dirty" if dirty else commit
 
