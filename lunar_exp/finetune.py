@@ -160,30 +160,39 @@ class FineTune:
         # Rank 0 decides hit or miss for every rank: a miss trains on all of them (sharded).
         meta = distributed.agree(cache.read_entry(entry) if distributed.is_main() else None)
         if meta is not None:
-            log.info("%s loaded from cache %s", role.capitalize(), entry)
-            self._load(chat, entry)
-            losses = _cached_losses(meta, entry)
-            return FinetuneReport(True, time.perf_counter() - start, str(entry), losses)
+            return self._from_cache(chat, entry, meta, role, start)
         if self.adapter == "lora" and distributed.is_distributed():
             raise ValueError(
                 "finetune.adapter=lora trains in one process only (LoRA is not sharded with "
                 "FSDP2 here). Fix: fine-tune once with one process (sharded runs then load the "
                 "cached target model), or set finetune.adapter=full."
             )
-        log.info("Fine-tuning the %s (cache miss: %s)", role, entry)
-        stage = f"finetune/{role.replace(' ', '_')}"
-        losses = self._train(chat, data, stage, on_epoch_end)
-        cache.write_entry(
-            entry,
-            lambda tmp: chat.model.save_pretrained(tmp, safe_serialization=True),
-            {
-                "losses": losses,
-                "hparams": self.hparams,
-                "model": model_key,
-                "environment": describe_environment(),
-            },
-        )
+        # Runs of a parallel sweep that all miss the same entry take turns: one trains.
+        with cache.claim(entry) as trained_meanwhile:
+            if trained_meanwhile is not None:
+                return self._from_cache(chat, entry, trained_meanwhile, role, start)
+            log.info("Fine-tuning the %s (cache miss: %s)", role, entry)
+            stage = f"finetune/{role.replace(' ', '_')}"
+            losses = self._train(chat, data, stage, on_epoch_end)
+            cache.write_entry(
+                entry,
+                lambda tmp: chat.model.save_pretrained(tmp, safe_serialization=True),
+                {
+                    "losses": losses,
+                    "hparams": self.hparams,
+                    "model": model_key,
+                    "environment": describe_environment(),
+                },
+            )
         return FinetuneReport(False, time.perf_counter() - start, str(entry), losses)
+
+    def _from_cache(
+        self, chat: ChatModel, entry: Path, meta: dict, role: str, start: float
+    ) -> FinetuneReport:
+        log.info("%s loaded from cache %s", role.capitalize(), entry)
+        self._load(chat, entry)
+        losses = _cached_losses(meta, entry)
+        return FinetuneReport(True, time.perf_counter() - start, str(entry), losses)
 
     def _train(
         self, chat: ChatModel, data: UnlearnData, stage: str, on_epoch_end: EpochHook | None

@@ -67,17 +67,24 @@ def _load_gguf(
     digest = identity.file_sha256(gguf, cache_dir / "hashes")
     entry = cache_dir / "models" / f"gguf-{cache.config_key(digest, str(dtype))}"
     if cache.read_entry(entry) is None:
-        log.info("Converting %s to a %s safetensors copy in %s (once)", gguf.name, dtype, entry)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-        _strip_gguf_quantizer(model)
-
-        def fill(tmp: Path) -> None:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-
-        cache.write_entry(entry, fill, {"source": str(gguf), "dtype": str(dtype)})
+        with cache.claim(entry) as converted_meanwhile:
+            if converted_meanwhile is None:
+                _convert_gguf(gguf, dtype, entry)
     return _load_dir(str(entry), dtype, trust_remote_code=False, safetensors_only=True)
+
+
+def _convert_gguf(gguf: Path, dtype: torch.dtype, entry: Path) -> None:
+    """Write the float safetensors copy of ``gguf`` (model and tokenizer) as cache ``entry``."""
+    log.info("Converting %s to a %s safetensors copy in %s (once)", gguf.name, dtype, entry)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    _strip_gguf_quantizer(model)
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    cache.write_entry(entry, fill, {"source": str(gguf), "dtype": str(dtype)})
 
 
 def _load_dir(

@@ -7,10 +7,16 @@ hashes (0.5 s for a 538 MB model), so neither a run killed mid-write nor a file 
 The temporary directory names its writer (host and pid); a later write of the same entry removes
 the leftovers of writers on this host that no longer run. In a multi-process run rank 0 alone
 writes an entry; the other ranks wait until it is complete (``write_entry``).
+
+Separate runs that need the same missing entry at once (a parallel sweep on a cold cache) take
+turns through ``claim``: the first builds it, the others wait and then load it. Should two writers
+still finish the same entry (a filesystem without ``flock``, ranks of different runs), the first
+complete entry stays and the later copy is dropped: an entry is never replaced under a reader.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,7 +25,8 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lunar_exp import distributed
@@ -67,12 +74,56 @@ def write_entry(target: Path, fill: Callable[[Path], None], meta: dict[str, obje
             if p.is_file()
         }
         (tmp / MANIFEST).write_text(json.dumps({"meta": meta, "files": files}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _move_into_place(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target`` unless another writer's complete entry is already there.
+
+    The same key means the same settings and data, so the entry that was there first is kept
+    (another process may be loading it); leftovers that are not a complete entry are replaced.
+    """
+    if (target / MANIFEST).is_file():
+        log.info("Cache entry %s was completed by another process meanwhile; keeping it", target)
+        return
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another writer renamed its entry into place since the check above
+        if not (target / MANIFEST).is_file():
+            raise
+        log.info("Cache entry %s was completed by another process meanwhile; keeping it", target)
+
+
+@contextmanager
+def claim(target: Path) -> Iterator[dict[str, object] | None]:
+    """Hold the right to build the missing entry ``target`` (None), or yield its metadata.
+
+    The metadata comes when another process completed the entry while this one waited: load it
+    instead of building it. For a caller that found ``target`` missing (``read_entry`` gave
+    None): runs on one machine or on a shared filesystem that need the same entry take turns on
+    an advisory lock (``flock`` on ``.<name>.lock`` beside it, released when the holder ends,
+    killed or not), so one of them builds it while the others wait. The ranks of one
+    multi-process run do not lock (their rank 0 writes, ``write_entry``): they yield None.
+    """
+    if distributed.is_distributed():
+        yield None
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("Waiting for another process to finish building %s", target)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield read_entry(target)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _wait_for_entry(target: Path) -> None:

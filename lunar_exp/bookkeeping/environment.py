@@ -10,7 +10,6 @@ what they ran on.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -134,8 +133,8 @@ def trained_on(target_entry: str) -> dict[str, object] | None:
 
     None without a fine-tuned target or for an entry written before environments were recorded.
     """
-    manifest = Path(target_entry) / cache.MANIFEST
-    if not target_entry or not manifest.is_file():
+    if not target_entry:
         return None
-    recorded = json.loads(manifest.read_text()).get("meta", {}).get("environment")
+    meta = cache.read_entry(Path(target_entry), verify_hashes=False) or {}
+    recorded = meta.get("environment")
     return recorded if isinstance(recorded, dict) else None
