@@ -26,6 +26,7 @@ from lunar_exp.bookkeeping import cache, identity, open_unlearning, outputs, res
 from lunar_exp.bookkeeping.environment import ENVIRONMENT_FILE, run_environment
 from lunar_exp.bookkeeping.loggers import logging_run
 from lunar_exp.bookkeeping.offline import check_hub_access
+from lunar_exp.bookkeeping.tuned_settings import warn_if_untuned
 from lunar_exp.data_checks import check_unlearn_data
 from lunar_exp.interfaces import (
     Attack,
@@ -228,6 +229,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> _Stages:
     check_hub_access(cfg)
     benchmark = instantiate(cfg.benchmark)
     method, attacks = build_method(cfg.method), _attacks(cfg)
+    if distributed.is_main():
+        warn_if_untuned(cfg)
     utility, utility_sets = _utility(cfg)
     bench = benchmark.load()
     data = bench.unlearn
