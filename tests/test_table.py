@@ -6,10 +6,12 @@ import math
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.figure import Figure
 from PIL import Image
 
 from lunar_exp.table.__main__ import main
 from lunar_exp.table.layout import load_layout
+from lunar_exp.table.plots import _bars, series_colors
 from lunar_exp.table.render import build_table, cell, to_markdown
 from lunar_exp.table.runs import find_run_dirs, read_run_dir
 from lunar_exp.table.wandb_runs import record_from_wandb
@@ -329,3 +331,23 @@ def test_ds_over_lunar_follows_ds_per_benchmark_and_needs_a_lunar_row(tmp_path):
     assert math.isnan(ratio[("other", "tiny", "ga", "default", "none")])
     header = next(line for line in to_markdown(table, layout).splitlines() if "| Method" in line)
     assert "| DS ↓ | DS / LUNAR ↓ |" in header
+
+
+@pytest.mark.parametrize("count", [3, 13, 25])
+def test_every_series_gets_its_own_colour(count):
+    assert len(set(series_colors(count))) == count
+
+
+def test_thirteen_methods_get_thirteen_bar_colours_in_method_order():
+    # matplotlib's default cycle repeats after 10: GA and AltPO once shared a colour
+    methods = [f"m{i:02d}" for i in range(13)]
+    index = pd.MultiIndex.from_tuples([(m, "default") for m in methods], names=["method", "v"])
+    columns = pd.MultiIndex.from_product([["mean", "std"], ["none", "layer_skip"]])
+    stats = pd.DataFrame(0.5, index=index, columns=columns)
+    ax = Figure().subplots()
+    _bars(ax, stats, load_layout())
+    colours = [patch.get_facecolor() for patch in ax.patches]
+    assert len(colours) == 13 * 2
+    per_series = colours[::2]  # each series draws its two bars in turn
+    assert len(set(per_series)) == 13
+    assert per_series == [tuple(c) for c in series_colors(13)]

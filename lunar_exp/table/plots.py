@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -35,6 +36,20 @@ def _blocks(tidy: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
     return blocks
 
 
+def series_colors(count: int) -> list[tuple[float, float, float, float]]:
+    """One distinct colour per series, in order.
+
+    Matplotlib's default cycle repeats after 10 colours, which gave two of the 13 methods the same
+    bar colour. Up to 10: tab10; up to 20: tab20's ten strong colours, then its ten light ones;
+    more: evenly spaced along ``turbo``.
+    """
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](i) for i in [*range(0, 20, 2), *range(1, 20, 2)][:count]]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, count)]
+
+
 def _ds_circles(ax) -> None:
     angles = np.linspace(math.pi / 2, math.pi, 50)
     for level in DS_LEVELS:
@@ -53,11 +68,11 @@ def _scatter_block(ax, block: pd.DataFrame, layout: Layout) -> None:
         before = wide[[f"before/{RETAIN}", f"before/{FORGET}"]].mean()
         ax.plot(*before, marker="X", color="0.4", ms=9, ls="", label="target model")
     series = sorted(wide.index.droplevel("source").unique(), key=layout.series_rank)
-    for method, variant in series:
+    for (method, variant), color in zip(series, series_colors(len(series)), strict=True):
         runs = wide.loc[(method, variant)].dropna(subset=[RETAIN, FORGET])
         if runs.empty:
             continue
-        (line,) = ax.plot(runs[RETAIN], runs[FORGET], "o", alpha=0.35, ms=5)
+        (line,) = ax.plot(runs[RETAIN], runs[FORGET], "o", alpha=0.35, ms=5, color=color)
         ax.errorbar(
             runs[RETAIN].mean(),
             runs[FORGET].mean(),
@@ -181,9 +196,10 @@ def _bars(ax, stats: pd.DataFrame, layout: Layout) -> None:
     series = sorted(stats.index, key=layout.series_rank)
     width = 0.8 / max(1, len(series))
     x = np.arange(len(groups))
+    colors = series_colors(len(series))
     for i, (method, variant) in enumerate(series):
         means = stats.loc[(method, variant), "mean"].to_numpy(dtype=float)
         stds = np.nan_to_num(stats.loc[(method, variant), "std"].to_numpy(dtype=float))
         label = layout.series_label(method, variant)
-        ax.bar(x + i * width, means, width, yerr=stds, label=label)
+        ax.bar(x + i * width, means, width, yerr=stds, label=label, color=colors[i])
     ax.set_xticks(x + width * (len(series) - 1) / 2, groups, rotation=20, fontsize=8)
