@@ -3,7 +3,7 @@
 ``conf/config.yaml`` composes ``conf/tuned/<method>_<benchmark>.yaml`` and
 ``conf/tuned_model/<method>_<model>.yaml`` when they exist, silently. A gradient method without
 either runs at the training loop's defaults (``conf/train_loop/default.yaml``: lr 1e-5, 5 epochs),
-which on TOFU left WGA, SatImp, UNDIAL, CE-U and PDU with forget fact recall 0.75-0.92
+which on TOFU left WGA, SatImp, UNDIAL, CE-U, PDU and AltPO with forget fact recall 0.75-0.92
 (``docs/robustness.md``). A run in that state says so once, before any expensive stage.
 """
 
