@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from lunar_exp.bookkeeping.variant import override_key
+
 log = logging.getLogger(__name__)
 
 GROUPS = ("tuned", "tuned_model")  # the optional defaults of conf/config.yaml
@@ -29,7 +31,7 @@ def missing_tuned_setting(cfg: DictConfig) -> str | None:
     if "loop" not in cfg.method or not HydraConfig.initialized():
         return None
     hydra_cfg = HydraConfig.get()
-    if any(_key(o).startswith("method.loop.") for o in hydra_cfg.overrides.task):
+    if any(override_key(o).startswith("method.loop.") for o in hydra_cfg.overrides.task):
         return None
     global_hydra = GlobalHydra.instance()
     if not global_hydra.is_initialized():
@@ -58,7 +60,3 @@ def warn_if_untuned(cfg: DictConfig) -> None:
         loop.lr,
         loop.epochs,
     )
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")

@@ -33,7 +33,8 @@ NOT_VARIANT = (
 KEEP_BELOW = ("benchmark", "model", "method", "attack", "utility", "finetune")
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key an override sets: ``+a.b=1`` -> ``a.b``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
@@ -46,7 +47,7 @@ def _excluded(key: str) -> bool:
 
 def variant_name(overrides: Iterable[str]) -> str:
     """Sorted ``key=value`` overrides joined by ``,``; empty when none change results."""
-    kept = [o.lstrip("+~") for o in overrides if not _excluded(_key(o))]
+    kept = [o.lstrip("+~") for o in overrides if not _excluded(override_key(o))]
     return ",".join(sorted(kept))
 
 
